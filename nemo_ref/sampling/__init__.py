@@ -1,0 +1,1 @@
+"""The sampler: SamplingParams, counter-based randomness, the pure-Python reference, batched torch."""
