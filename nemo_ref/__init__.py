@@ -1,1 +1,41 @@
-"""nemo_ref: a readable reference implementation of Mistral Nemo 12B and its sampler."""
+"""nemo_ref: a readable reference implementation of Mistral Nemo 12B and its sampler.
+
+The public surface (DESIGN.md) is re-exported here lazily, so that ``import nemo_ref`` needs only
+torch, and the tokenizer, server and structured-output dependencies load only when used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .config import ModelArgs
+from .model import Transformer
+
+__all__ = [
+    "Completion",
+    "ModelArgs",
+    "SamplingParams",
+    "Transformer",
+    "generate",
+    "load_model",
+    "load_tokenizer",
+    "save_checkpoint",
+    "stream",
+]
+
+_LAZY = {
+    "load_model": "nemo_ref.checkpoint",
+    "save_checkpoint": "nemo_ref.checkpoint",
+    "load_tokenizer": "nemo_ref.tokenizer",
+    "SamplingParams": "nemo_ref.sampling.params",
+    "generate": "nemo_ref.generate",
+    "stream": "nemo_ref.generate",
+    "Completion": "nemo_ref.generate",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'nemo_ref' has no attribute {name!r}")

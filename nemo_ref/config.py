@@ -84,8 +84,7 @@ class ModelArgs:
             raise ConfigError(f"rope_theta must be a finite float > 1, got {self.rope_theta!r}")
         if self.rope_scaling.rope_type not in ROPE_TYPES:
             raise ConfigError(
-                f"rope type {self.rope_scaling.rope_type!r} is not supported; "
-                f"valid: {', '.join(ROPE_TYPES)}"
+                f"rope type {self.rope_scaling.rope_type!r} is not supported; valid: {', '.join(ROPE_TYPES)}"
             )
 
     @property
