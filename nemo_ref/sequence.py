@@ -1,0 +1,203 @@
+"""One choice being generated: its tokens, stopping rules, streamed text and logprobs.
+
+The engine samples; a ``Sequence`` decides what a sampled token means (SAMPLING-SPEC "Stopping"):
+after each token, in this order,
+
+1. EOS (``</s>``) -> finish "stop"; EOS adds no text;
+2. stop strings, matched on the incrementally decoded completion (special tokens skipped): the match
+   with the smallest start wins (tie: earlier in the list); the text is cut there -> "stop";
+3. a tool call completed -> "tool_calls";
+4. the token cap -> "length".
+
+Streaming never shows text that may still turn out to be the start of a stop string: the longest
+suffix of the text that is a proper prefix of some stop string is held back until it is resolved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence as Seq
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from .sampling.params import SamplingParams
+
+TOOL_CALLS_ID = 9  # Tekken v3 control token [TOOL_CALLS]
+
+
+class Decoder(Protocol):
+    """What a sequence needs of a tokenizer (nemo_ref.tokenizer.Tokenizer satisfies it)."""
+
+    eos_id: int
+
+    def token_bytes(self, token_id: int) -> bytes: ...
+    def token_str(self, token_id: int) -> str: ...
+
+
+@dataclass
+class TopLogprob:
+    token_id: int
+    token: str
+    logprob: float
+    bytes: list[int]
+
+
+@dataclass
+class TokenLogprob:
+    """One generated token's logprob entry (OpenAI's ``logprobs.content[i]``), raw bytes included."""
+
+    token_id: int
+    token: str
+    logprob: float
+    bytes: list[int]
+    top_logprobs: list[TopLogprob] = field(default_factory=list)
+
+
+@dataclass
+class Delta:
+    """What one step added to one choice: new text, its tokens' logprobs, and maybe the finish."""
+
+    index: int
+    text: str
+    token_ids: list[int]
+    logprobs: list[TokenLogprob] | None
+    finish_reason: str | None = None
+
+
+def find_stop(text: str, stops: Seq[str], search_from: int = 0) -> int | None:
+    """Start of the earliest stop-string match in ``text`` (tie: earlier in ``stops``), or None.
+
+    Only matches ending after ``search_from`` are new; callers pass the previous text length.
+    """
+    best: int | None = None
+    for s in stops:
+        i = text.find(s, max(0, search_from - len(s) + 1))
+        if i >= 0 and (best is None or i < best):
+            best = i
+    return best
+
+
+def held_back(text: str, stops: Seq[str]) -> int:
+    """Length of the longest suffix of ``text`` that is a proper prefix of some stop string."""
+    longest = 0
+    for s in stops:
+        for n in range(min(len(s) - 1, len(text)), longest, -1):
+            if text.endswith(s[:n]):
+                longest = n
+                break
+    return longest
+
+
+class Sequence:
+    """The state of one choice of one request. Not thread-safe: owned by the engine's thread."""
+
+    def __init__(
+        self,
+        *,
+        index: int,
+        prompt: list[int],
+        params: SamplingParams,
+        seed: int,
+        max_new_tokens: int,
+        tokenizer: Any,
+        constraint: Any | None = None,
+    ):
+        from .tokenizer import IncrementalDecoder
+
+        self.index = index
+        self.prompt = prompt
+        self.params = params
+        self.seed = seed
+        self.max_new_tokens = max_new_tokens
+        self.tokenizer = tokenizer
+        self.constraint = constraint
+        self.output: list[int] = []
+        self.finish_reason: str | None = None
+        self.logprobs: list[TokenLogprob] = []
+        self._decoder = IncrementalDecoder(tokenizer, skip_special=True)
+        self.text = ""  # completion text so far (cut at a stop string once one matched)
+        self._emitted = 0  # characters of self.text already streamed
+        self._pending_lp: list[TokenLogprob] = []
+        self._pending_ids: list[int] = []
+
+    @property
+    def done(self) -> bool:
+        return self.finish_reason is not None
+
+    @property
+    def step(self) -> int:
+        """Index of the next token to generate: the RNG counter of SAMPLING-SPEC."""
+        return len(self.output)
+
+    def allowed(self):
+        """The S0 mask for the next token (bool [V]) or None when unconstrained."""
+        return None if self.constraint is None else self.constraint.allowed()
+
+    def append(self, token: int, logprob: float, top: list[tuple[int, float]]) -> None:
+        """Record a sampled token and apply the stopping rules."""
+        assert not self.done, "append() on a finished sequence"
+        self.output.append(token)
+        self._pending_ids.append(token)
+        if self.params.logprobs:
+            entry = self._entry(token, logprob)
+            entry.top_logprobs = [
+                TopLogprob(t, tok.token, lp, tok.bytes) for t, lp in top for tok in [self._entry(t, lp)]
+            ]
+            self.logprobs.append(entry)
+            self._pending_lp.append(entry)
+        if self.constraint is not None and token != self.tokenizer.eos_id:
+            self.constraint.consume(token)
+
+        if token == self.tokenizer.eos_id:
+            self.finish_reason = "tool_calls" if TOOL_CALLS_ID in self.output else "stop"
+            self._finish_text()
+            return
+        before = len(self.text)
+        self.text += self._decoder.push(token)
+        if self.params.stop:
+            cut = find_stop(self.text, self.params.stop, before)
+            if cut is not None:
+                self.text = self.text[:cut]
+                self.finish_reason = "stop"
+                return
+        if self.constraint is not None and TOOL_CALLS_ID in self.output and self.constraint.is_done():
+            self.finish_reason = "tool_calls"
+            self._finish_text()
+        elif len(self.output) >= self.max_new_tokens:
+            self.finish_reason = "length"
+            self._finish_text()
+
+    def _finish_text(self) -> None:
+        """End of stream: emit bytes still held by the decoder (stop strings checked once more)."""
+        tail = self._decoder.flush()
+        if tail:
+            before = len(self.text)
+            self.text += tail
+            cut = find_stop(self.text, self.params.stop, before) if self.params.stop else None
+            if cut is not None:
+                self.text = self.text[:cut]
+                self.finish_reason = "stop"
+
+    def _entry(self, token: int, logprob: float) -> TokenLogprob:
+        raw = self.tokenizer.token_bytes(token)
+        return TokenLogprob(token, self.tokenizer.token_str(token), logprob, list(raw))
+
+    def take_delta(self) -> Delta | None:
+        """Text and logprobs produced since the last call (stop-prefix hold-back applied)."""
+        if self.done:
+            end = len(self.text)
+        else:
+            end = len(self.text) - (held_back(self.text, self.params.stop) if self.params.stop else 0)
+        end = max(end, self._emitted)
+        if end == self._emitted and not self._pending_ids and not self.done:
+            return None
+        delta = Delta(
+            index=self.index,
+            text=self.text[self._emitted : end],
+            token_ids=self._pending_ids,
+            logprobs=self._pending_lp if self.params.logprobs else None,
+            finish_reason=self.finish_reason,
+        )
+        self._emitted = end
+        self._pending_ids, self._pending_lp = [], []
+        return delta
