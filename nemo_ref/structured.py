@@ -66,9 +66,9 @@ __all__ = [
 TOOL_CALLS_ID = 9  # `[TOOL_CALLS]` in Tekken v3
 WS_MAX_INDENT = 16
 # One gap of whitespace between JSON tokens: at most one line break, then <= 16 spaces/tabs.
-_JSON_WS = r"(\r?\n)?[ \t]{0,%d}" % WS_MAX_INDENT
+_JSON_WS = rf"(\r?\n)?[ \t]{{0,{WS_MAX_INDENT}}}"
 # The same inside lark (a lexeme may not be empty, so it is used as `WS?`).
-_LARK_WS = r"/[ \t]{1,%d}|\r?\n[ \t]{0,%d}/" % (WS_MAX_INDENT, WS_MAX_INDENT)
+_LARK_WS = rf"/[ \t]{{1,{WS_MAX_INDENT}}}|\r?\n[ \t]{{0,{WS_MAX_INDENT}}}/"
 _FUNCTION_NAME_RE = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 _ALNUM = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 

@@ -96,7 +96,7 @@ def load_tokenizer(path: str | Path | None = None) -> Tokenizer:
     else:
         p = Path(path).expanduser()
         if p.is_dir():
-            candidates = [p / "tekken.json"] + sorted(p.glob("*tekken*.json"))
+            candidates = [p / "tekken.json", *sorted(p.glob("*tekken*.json"))]
             found = [c for c in candidates if c.is_file()]
             if found:
                 file = found[0]
