@@ -128,6 +128,7 @@ class ModelArgs:
             raise ConfigError("params.json has both 'yarn' and 'rope_scaling'; keep one")
         if y := p.pop("yarn", None):
             _check_keys("params.json 'yarn'", y, _YARN_KEYS)
+            _require("params.json 'yarn'", y, ("factor", "original_max_position_embeddings"))
             rope = RopeScaling(
                 rope_type="yarn",
                 factor=float(y["factor"]),
@@ -141,6 +142,7 @@ class ModelArgs:
         beta = orig = None
         if l4 := p.pop("llama_4_scaling", None):
             _check_keys("params.json 'llama_4_scaling'", l4, {"beta", "original_max_position_embeddings"})
+            _require("params.json 'llama_4_scaling'", l4, ("beta", "original_max_position_embeddings"))
             beta, orig = float(l4["beta"]), int(l4["original_max_position_embeddings"])
         if p.pop("sliding_window", None) is not None:
             raise ConfigError("params.json: sliding_window attention is not supported (Nemo has none)")
@@ -149,6 +151,13 @@ class ModelArgs:
         for key in ("dim", "n_layers", "hidden_dim", "n_heads", "n_kv_heads", "vocab_size"):
             if key not in p:
                 raise ConfigError(f"params.json is missing required field {key!r}")
+        if {"max_seq_len", "max_position_embeddings"} <= set(p) and int(p["max_seq_len"]) != int(
+            p["max_position_embeddings"]
+        ):
+            raise ConfigError(
+                f"params.json: max_seq_len ({p['max_seq_len']}) and max_position_embeddings "
+                f"({p['max_position_embeddings']}) disagree; keep one"
+            )
         n_heads, dim = int(p["n_heads"]), int(p["dim"])
         return cls(
             dim=dim,
@@ -188,6 +197,16 @@ class ModelArgs:
         rope_params = c.get("rope_parameters") or {}
         rope_scaling = c.get("rope_scaling")
         theta = c.get("rope_theta", rope_params.get("rope_theta", 1e4))
+        if "rope_theta" in c and "rope_theta" in rope_params and c["rope_theta"] != rope_params["rope_theta"]:
+            raise ConfigError(
+                f"config.json: rope_theta ({c['rope_theta']}) and rope_parameters.rope_theta "
+                f"({rope_params['rope_theta']}) disagree; keep one"
+            )
+        if c.get("partial_rotary_factor", 1.0) not in (None, 1.0):
+            raise ConfigError(
+                f"config.json: partial_rotary_factor={c['partial_rotary_factor']} is not supported "
+                "(Mistral models rotate the whole head)"
+            )
         if rope_scaling and rope_params.get("rope_type", "default") != "default":
             raise ConfigError("config.json has both rope_scaling and rope_parameters; keep one")
         rope = _rope_from_hf(rope_scaling or rope_params)
@@ -283,6 +302,12 @@ def _check_keys(where: str, d: dict[str, Any], allowed: set[str]) -> None:
     unknown = sorted(set(d) - allowed)
     if unknown:
         raise ConfigError(f"{where} has unknown field(s) {unknown}; known: {sorted(allowed)}")
+
+
+def _require(where: str, d: dict[str, Any], keys: tuple[str, ...]) -> None:
+    missing = [k for k in keys if d.get(k) is None]
+    if missing:
+        raise ConfigError(f"{where} is missing required field(s) {missing}")
 
 
 def _rope_from_hf(r: dict[str, Any] | None) -> RopeScaling:
