@@ -1,0 +1,423 @@
+"""Sampling kernel: the S0..S9 pipeline of docs/sampling.md, one Triton program per row, no sort.
+
+``sample(logits, temperature=..., top_p=..., top_k=..., min_p=..., u=...)`` returns one token id
+per row; ``probabilities(...)`` the final distribution (for testing); ``raw_logprobs(...)`` the
+S0 log-softmax and its ``top_n`` entries. Every per-row parameter is a tensor ``[B]`` (a Python
+number is broadcast), so one launch serves a batch whose rows use different settings.
+
+How truncation works without sorting the vocabulary. Each value ``y`` maps to an int32 key whose
+integer order is the float order. "Keep the first ``k`` tokens in rank order" (S7) and "keep
+ranks while the mass before them is ``< p``" (S8) are the same question: find the largest key
+``t`` with ``W(key >= t) >= target``, where ``W`` counts tokens (target ``k``) or sums their
+``exp(y)`` (target ``p * Z``). A binary search over the key range answers it, each step one
+pass over the row, snapping the bounds to keys that exist so it stops as soon as one value is
+left (at most 32 passes; ~20 on random logits). Every token with ``key > t`` survives; the tokens
+*tied* at ``t`` survive in ascending id order while ``W(key > t) + W(ties with smaller id) <
+target`` (one more pass with a prefix sum), so ties go to the lower id and exactly ``k`` tokens
+survive (S7), and the top_p walk stops at the first failure (S8). A survivor is then
+``key > t or (key == t and id <= cut)`` per stage; the draw (S9) is one prefix-sum pass in
+ascending id order.
+
+Precision: float32 throughout (the reference is float64): distributions agree to ~1e-6, and
+kept sets agree except when a threshold falls within float32 rounding of a value.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+KEY_NEG_INF: tl.constexpr = tl.constexpr(-2139095041)  # _ordered_key(-inf)
+KEY_OFF: tl.constexpr = tl.constexpr(-(2**31))  # a threshold below every key: stage disabled
+ID_BIG: tl.constexpr = tl.constexpr(2**31 - 1)
+FLOAT_MAX = 3.4028234663852886e38  # min_p off: the floor -FLT_MAX drops only -inf
+
+DEFAULT_BLOCK_V = 4096
+DEFAULT_NUM_WARPS = 8
+
+
+@triton.jit
+def _ordered_key(y):
+    """int32 key with the order of the float32 ``y`` (-0.0 folded into +0.0)."""
+    bits = tl.where(y == 0.0, 0.0, y).to(tl.int32, bitcast=True)
+    return tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+
+
+@triton.jit
+def _chunk(z_row, start, V, zmax, temp, floor, k_key, k_id, p_key, p_id, BLOCK_V: tl.constexpr):
+    """One chunk of a row after S5: ids, ``y = (z - max z) / T``, keys, and who survives.
+
+    Survives: ``y >= floor`` (S6 and finiteness) and above the top_k and top_p cuts, each a pair
+    (key, last id kept among the ties at that key).
+    """
+    offs = start + tl.arange(0, BLOCK_V)
+    z = tl.load(z_row + offs, mask=offs < V, other=float("-inf"))
+    y = tl.math.div_rn(z - zmax, temp)
+    key = _ordered_key(y)
+    keep = (offs < V) & (y >= floor)
+    keep &= (key > k_key) | ((key == k_key) & (offs <= k_id))
+    keep &= (key > p_key) | ((key == p_key) & (offs <= p_id))
+    return offs, y, key, keep
+
+
+@triton.jit
+def _weigh(z_row, V, t, use_mass, zmax, temp, floor, k_key, k_id, p_key, p_id, BLOCK_V: tl.constexpr):
+    """One pass: ``W(key >= t)`` over survivors, the smallest key ``>= t``, the largest ``< t``.
+
+    ``W`` counts tokens, or sums ``exp(y)`` when ``use_mass``.
+    """
+    w_ge = 0.0
+    min_ge = ID_BIG
+    max_lt = KEY_OFF
+    for start in range(0, V, BLOCK_V):
+        _, y, key, keep = _chunk(z_row, start, V, zmax, temp, floor, k_key, k_id, p_key, p_id, BLOCK_V)
+        ge = keep & (key >= t)
+        w_ge += tl.sum(tl.where(ge, tl.where(use_mass, tl.exp(y), 1.0), 0.0))
+        min_ge = tl.minimum(min_ge, tl.min(tl.where(ge, key, ID_BIG)))
+        max_lt = tl.maximum(max_lt, tl.max(tl.where(keep & (key < t), key, KEY_OFF)))
+    return w_ge, min_ge, max_lt
+
+
+@triton.jit
+def _cut(
+    z_row, V, target, use_mass, lo, zmax, temp, floor, k_key, k_id, p_key, p_id,
+    BLOCK_V: tl.constexpr,
+):  # fmt: skip
+    """The (key, last id) cut that keeps the rank-order prefix with ``W(before) < target``.
+
+    Needs ``W(key >= lo) >= target`` (``lo`` a lower bound of the keys) and every key ``<= 0``
+    (``y <= 0``). Binary search for ``t`` = the largest key with ``W(key >= t) >= target``;
+    invariants ``W(key >= lo) >= target`` and ``W(key > hi) = w_above < target``. Then the ties
+    at ``t``, in id order: the first whose ``w_above + W(earlier ties) >= target`` and all after
+    it are cut.
+    """
+    hi = 0
+    w_above = 0.0
+    while lo < hi:
+        mid = lo + (hi - lo + 1) // 2
+        w_ge, min_ge, max_lt = _weigh(
+            z_row, V, mid, use_mass, zmax, temp, floor, k_key, k_id, p_key, p_id, BLOCK_V
+        )
+        up = w_ge >= target
+        lo = tl.where(up, min_ge, lo)
+        hi = tl.where(up, hi, max_lt)
+        w_above = tl.where(up, w_above, w_ge)
+    t = lo
+    first_cut = ID_BIG
+    run = w_above
+    for start in range(0, V, BLOCK_V):
+        offs, y, key, keep = _chunk(z_row, start, V, zmax, temp, floor, k_key, k_id, p_key, p_id, BLOCK_V)
+        tie = keep & (key == t)
+        w = tl.where(tie, tl.where(use_mass, tl.exp(y), 1.0), 0.0)
+        before = run + tl.cumsum(w, 0) - w
+        first_cut = tl.minimum(first_cut, tl.min(tl.where(tie & (before >= target), offs, ID_BIG)))
+        run += tl.sum(w)
+    return t, first_cut - 1
+
+
+@triton.jit
+def _penalized_logits(
+    logits_row, bias_row, prompt_row, counts_row, allowed_row, offs, V, rep, pres, freq,
+    HAS_BIAS: tl.constexpr, HAS_PENALTIES: tl.constexpr, HAS_ALLOWED: tl.constexpr,
+):  # fmt: skip
+    """S0..S3 for one chunk: grammar mask, logit bias, repetition, presence and frequency."""
+    in_vocab = offs < V
+    z = tl.load(logits_row + offs, mask=in_vocab, other=float("-inf")).to(tl.float32)
+    if HAS_ALLOWED:
+        z = tl.where(tl.load(allowed_row + offs, mask=in_vocab, other=0) != 0, z, float("-inf"))
+    if HAS_BIAS:
+        z += tl.load(bias_row + offs, mask=in_vocab, other=0.0)
+    if HAS_PENALTIES:
+        count = tl.load(counts_row + offs, mask=in_vocab, other=0)
+        seen = (tl.load(prompt_row + offs, mask=in_vocab, other=0) != 0) | (count > 0)
+        z = tl.where(seen, tl.where(z > 0, z / rep, z * rep), z)
+        z -= count.to(tl.float32) * freq + tl.where(count > 0, pres, 0.0)
+    return z
+
+
+@triton.jit
+def _sample_kernel(
+    logits, bias, prompt_mask, counts, allowed,
+    temperature, top_p, top_k, min_p_floor, u, rep_penalty, pres_penalty, freq_penalty,
+    z_buf, probs, tokens, V,
+    stride_logits, stride_bias, stride_prompt, stride_counts, stride_allowed, stride_z, stride_p,
+    HAS_BIAS: tl.constexpr, HAS_PENALTIES: tl.constexpr, HAS_ALLOWED: tl.constexpr,
+    WRITE_PROBS: tl.constexpr, BLOCK_V: tl.constexpr,
+):  # fmt: skip
+    """One row: S0..S3 into a float32 scratch row, then S4 or S5..S9, then the draw.
+
+    Grid ``(B,)``. Passes over the row (``V`` = 131072: 512 KiB of float32 each):
+      1. read logits (+ bias, prompt mask, counts, allowed), write z, keep max and argmax (S4);
+      2. top_k (only if ``0 < k < #survivors``): 1 count pass, <= 32 search passes, 1 tie pass;
+      3. top_p (only if ``p < 1``): the same with mass instead of counts;
+      4. total mass of the survivors, then the prefix-sum draw (S9) in ascending id order.
+    Memory traffic: the inputs once (4 B/token of logits, 4 of bias, 1 of prompt mask, 4 of
+    counts, 1 of mask, each only if present), 4 B/token written, then 4 B/token read per pass,
+    from L2 (a row is 512 KiB, the batch's rows are spread over all SMs). Bound: ~2 + 2 *
+    (search passes) row reads when both top_k and top_p are on; a plain draw is 3 row reads.
+    Token -1 marks a row where every logit is -inf after S3 (an error: the launcher raises).
+    """
+    b = tl.program_id(0)
+    z_row = z_buf + b * stride_z
+    rep = tl.load(rep_penalty + b) if HAS_PENALTIES else 1.0
+    pres = tl.load(pres_penalty + b) if HAS_PENALTIES else 0.0
+    freq = tl.load(freq_penalty + b) if HAS_PENALTIES else 0.0
+
+    zmax = float("-inf")
+    argmax = -1
+    for start in range(0, V, BLOCK_V):
+        offs = start + tl.arange(0, BLOCK_V)
+        z = _penalized_logits(
+            logits + b * stride_logits, bias + b * stride_bias, prompt_mask + b * stride_prompt,
+            counts + b * stride_counts, allowed + b * stride_allowed, offs, V, rep, pres, freq,
+            HAS_BIAS, HAS_PENALTIES, HAS_ALLOWED,
+        )  # fmt: skip
+        tl.store(z_row + offs, z, mask=offs < V)
+        chunk_max = tl.max(z)
+        chunk_arg = tl.min(tl.where(z == chunk_max, offs, ID_BIG))
+        argmax = tl.where(chunk_max > zmax, chunk_arg, argmax)  # strict: ties to the lower id
+        zmax = tl.maximum(zmax, chunk_max)
+
+    temp = tl.load(temperature + b)
+    token = argmax  # S4 (T == 0), or -1 when nothing is finite
+    if (temp > 0) & (zmax > float("-inf")):
+        floor = tl.load(min_p_floor + b)
+        k = tl.load(top_k + b)
+        p = tl.load(top_p + b)
+        k_key = KEY_OFF
+        k_id = 0
+        p_key = KEY_OFF
+        p_id = 0
+        if k > 0:  # S7
+            n, lo, _ = _weigh(
+                z_row, V, KEY_NEG_INF, False, zmax, temp, floor, k_key, k_id, p_key, p_id, BLOCK_V
+            )
+            if k < n:
+                k_key, k_id = _cut(
+                    z_row, V, k.to(tl.float32), False, lo, zmax, temp, floor,
+                    k_key, k_id, p_key, p_id, BLOCK_V,
+                )  # fmt: skip
+        if p < 1.0:  # S8 (p == 0 keeps the top token: a top-1 count cut)
+            use_mass = p > 0.0
+            total, lo, _ = _weigh(
+                z_row, V, KEY_NEG_INF, use_mass, zmax, temp, floor, k_key, k_id, p_key, p_id,
+                BLOCK_V,
+            )  # fmt: skip
+            target = tl.where(use_mass, p * total, 1.0)
+            p_key, p_id = _cut(
+                z_row, V, target, use_mass, lo, zmax, temp, floor, k_key, k_id, p_key, p_id,
+                BLOCK_V,
+            )  # fmt: skip
+        # S9: q = softmax over survivors; token = smallest id with prefix(q) > u * sum(q).
+        mass, _, _ = _weigh(z_row, V, KEY_NEG_INF, True, zmax, temp, floor, k_key, k_id, p_key, p_id, BLOCK_V)
+        target = tl.load(u + b).to(tl.float32) * mass
+        run = 0.0
+        token = ID_BIG
+        last = -1
+        for start in range(0, V, BLOCK_V):
+            offs, y, _, keep = _chunk(z_row, start, V, zmax, temp, floor, k_key, k_id, p_key, p_id, BLOCK_V)
+            q = tl.where(keep, tl.exp(y), 0.0)
+            prefix = run + tl.cumsum(q, 0)
+            token = tl.minimum(token, tl.min(tl.where(keep & (prefix > target), offs, ID_BIG)))
+            last = tl.maximum(last, tl.max(tl.where(keep, offs, -1)))
+            run += tl.sum(q)
+            if WRITE_PROBS:
+                tl.store(probs + b * stride_p + offs, q / mass, mask=offs < V)
+        token = tl.where(token == ID_BIG, last, token)  # rounding: u * sum(q) >= every prefix
+    elif WRITE_PROBS:  # greedy: one-hot; nothing finite: NaN
+        for start in range(0, V, BLOCK_V):
+            offs = start + tl.arange(0, BLOCK_V)
+            one_hot = tl.where(offs == argmax, 1.0, 0.0)
+            one_hot = tl.where(argmax >= 0, one_hot, float("nan"))
+            tl.store(probs + b * stride_p + offs, one_hot, mask=offs < V)
+    tl.store(tokens + b, token.to(tl.int64))
+
+
+def _per_row(x: float | int | torch.Tensor, B: int, dtype: torch.dtype, device) -> torch.Tensor:
+    t = torch.as_tensor(x, device=device).to(dtype)
+    return t.expand(B).contiguous() if t.dim() == 0 else t.contiguous()
+
+
+def _run_sampler(
+    logits: torch.Tensor, u: torch.Tensor | float, write_probs: bool, *, temperature, top_p, top_k,
+    min_p, repetition_penalty, presence_penalty, frequency_penalty, logit_bias, prompt_mask,
+    output_counts, allowed, block_v: int, num_warps: int,
+) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+    if logits.dim() != 2:
+        raise ValueError(f"logits must be [B, V], got {tuple(logits.shape)}")
+    B, V = logits.shape
+    dev = logits.device
+    logits = logits if logits.stride(-1) == 1 else logits.contiguous()
+    f32 = torch.float32
+    min_p = _per_row(min_p, B, torch.float64, dev)
+    floor = torch.where(min_p > 0, min_p.log(), torch.full_like(min_p, -FLOAT_MAX)).to(f32)
+    has_pen = any(x is not None for x in (repetition_penalty, presence_penalty, frequency_penalty))
+    if has_pen:
+        prompt_mask = torch.zeros_like(logits, dtype=torch.uint8) if prompt_mask is None else prompt_mask
+        output_counts = (
+            torch.zeros_like(logits, dtype=torch.int32) if output_counts is None else output_counts
+        )
+    pen = [_per_row(1.0 if x is None else x, B, f32, dev) for x in (repetition_penalty,)] + [
+        _per_row(0.0 if x is None else x, B, f32, dev) for x in (presence_penalty, frequency_penalty)
+    ]  # fmt: skip
+
+    def matrix(x: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+        if x is None:
+            return logits  # never read: its HAS_ flag is off
+        if x.shape != (B, V):
+            raise ValueError(f"per-token inputs must be [B={B}, V={V}], got {tuple(x.shape)}")
+        x = x.view(torch.uint8) if x.dtype == torch.bool else x.to(dtype)
+        return x.contiguous()
+
+    bias_t = matrix(logit_bias, f32)
+    prompt_t = matrix(prompt_mask if has_pen else None, torch.uint8)
+    counts_t = matrix(output_counts if has_pen else None, torch.int32)
+    allowed_t = matrix(allowed, torch.uint8)
+    z_buf = torch.empty((B, V), device=dev, dtype=f32)
+    probs = torch.empty((B, V), device=dev, dtype=f32) if write_probs else z_buf
+    tokens = torch.empty(B, device=dev, dtype=torch.int64)
+    _sample_kernel[(B,)](
+        logits, bias_t, prompt_t, counts_t, allowed_t,
+        _per_row(temperature, B, f32, dev), _per_row(top_p, B, f32, dev),
+        _per_row(top_k, B, torch.int32, dev), floor, _per_row(u, B, torch.float64, dev), *pen,
+        z_buf, probs, tokens, V,
+        logits.stride(0), bias_t.stride(0), prompt_t.stride(0), counts_t.stride(0),
+        allowed_t.stride(0), z_buf.stride(0), probs.stride(0),
+        HAS_BIAS=logit_bias is not None, HAS_PENALTIES=has_pen, HAS_ALLOWED=allowed is not None,
+        WRITE_PROBS=write_probs, BLOCK_V=block_v, num_warps=num_warps,
+    )  # fmt: skip
+    if bool((tokens < 0).any()):
+        bad = (tokens < 0).nonzero().flatten().tolist()
+        raise ValueError(f"rows {bad}: every token is -inf after masks and penalties; none can be sampled")
+    return tokens, (probs if write_probs else None)
+
+
+def sample(
+    logits: torch.Tensor, *, temperature, top_p, top_k, min_p, u, repetition_penalty=None,
+    presence_penalty=None, frequency_penalty=None, logit_bias=None, prompt_mask=None,
+    output_counts=None, allowed=None, block_v: int = DEFAULT_BLOCK_V,
+    num_warps: int = DEFAULT_NUM_WARPS,
+) -> torch.Tensor:  # fmt: skip
+    """One token per row (``LongTensor[B]``) following S0..S9.
+
+    ``logits`` ``[B, V]`` float32; ``temperature``, ``top_p``, ``top_k`` (0 or -1: off),
+    ``min_p``, the penalties and ``u`` (the S9 draw in [0, 1)) are per-row tensors ``[B]`` or
+    numbers; ``logit_bias`` dense ``[B, V]``; ``prompt_mask`` ``[B, V]`` bool/uint8 (token in the
+    prompt) and ``output_counts`` ``[B, V]`` int32 (counts in the generated output) feed the
+    penalties; ``allowed`` ``[B, V]`` bool is the S0 mask. Raises ``ValueError`` if a row has
+    no finite logit after S3 (this reads the result back: one device sync).
+    """
+    tokens, _ = _run_sampler(
+        logits, u, False, temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
+        repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
+        frequency_penalty=frequency_penalty, logit_bias=logit_bias, prompt_mask=prompt_mask,
+        output_counts=output_counts, allowed=allowed, block_v=block_v, num_warps=num_warps,
+    )  # fmt: skip
+    return tokens
+
+
+def probabilities(
+    logits: torch.Tensor, *, temperature, top_p, top_k, min_p, repetition_penalty=None,
+    presence_penalty=None, frequency_penalty=None, logit_bias=None, prompt_mask=None,
+    output_counts=None, allowed=None, block_v: int = DEFAULT_BLOCK_V,
+    num_warps: int = DEFAULT_NUM_WARPS,
+) -> torch.Tensor:  # fmt: skip
+    """The final distribution ``[B, V]`` float32 that ``sample`` draws from (one-hot at T = 0)."""
+    _, probs = _run_sampler(
+        logits, 0.0, True, temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
+        repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
+        frequency_penalty=frequency_penalty, logit_bias=logit_bias, prompt_mask=prompt_mask,
+        output_counts=output_counts, allowed=allowed, block_v=block_v, num_warps=num_warps,
+    )  # fmt: skip
+    assert probs is not None
+    return probs
+
+
+@triton.jit
+def _raw_logprobs_kernel(
+    logits, allowed, logprobs, top_ids, top_values, V, top_n,
+    stride_logits, stride_allowed, stride_lp, stride_top,
+    HAS_ALLOWED: tl.constexpr, BLOCK_V: tl.constexpr,
+):  # fmt: skip
+    """One row: ``log_softmax`` after the S0 mask, and its ``top_n`` entries in id order.
+
+    Grid ``(B,)``. Pass 1: online max and sum of exp; pass 2: write ``z - logsumexp``; then, if
+    ``top_n > 0``, the same count cut as top_k (ties to the lower id, -inf entries included so
+    exactly ``top_n`` come back) and a compaction pass that writes the survivors' ids and values
+    in ascending id order (the launcher orders them by value). Memory traffic: logits (and mask)
+    read twice, logprobs written once, then ~20 reads of the logprobs row for the cut.
+    """
+    b = tl.program_id(0)
+    m = float("-inf")
+    s = 0.0
+    for start in range(0, V, BLOCK_V):
+        offs = start + tl.arange(0, BLOCK_V)
+        z = _penalized_logits(
+            logits + b * stride_logits, logits, logits, logits, allowed + b * stride_allowed,
+            offs, V, 1.0, 0.0, 0.0, False, False, HAS_ALLOWED,
+        )  # fmt: skip
+        m_new = tl.maximum(m, tl.max(z))
+        s = s * tl.exp(m - m_new) + tl.sum(tl.exp(z - m_new))
+        m = m_new
+    lse = m + tl.log(s)
+    lp_row = logprobs + b * stride_lp
+    for start in range(0, V, BLOCK_V):
+        offs = start + tl.arange(0, BLOCK_V)
+        z = _penalized_logits(
+            logits + b * stride_logits, logits, logits, logits, allowed + b * stride_allowed,
+            offs, V, 1.0, 0.0, 0.0, False, False, HAS_ALLOWED,
+        )  # fmt: skip
+        tl.store(lp_row + offs, tl.minimum(z - lse, 0.0), mask=offs < V)
+    if top_n > 0:
+        floor = float("-inf")  # keep -inf entries: the cut is over the whole vocabulary
+        t, cut = _cut(
+            lp_row, V, top_n.to(tl.float32), False, KEY_NEG_INF, 0.0, 1.0, floor,
+            KEY_OFF, 0, KEY_OFF, 0, BLOCK_V,
+        )  # fmt: skip
+        run = 0
+        for start in range(0, V, BLOCK_V):
+            offs, y, _, keep = _chunk(lp_row, start, V, 0.0, 1.0, floor, t, cut, KEY_OFF, 0, BLOCK_V)
+            slot = run + tl.cumsum(keep.to(tl.int32), 0) - 1
+            tl.store(top_ids + b * stride_top + slot, offs.to(tl.int64), mask=keep)
+            tl.store(top_values + b * stride_top + slot, y, mask=keep)
+            run += tl.sum(keep.to(tl.int32))
+
+
+def raw_logprobs(
+    logits: torch.Tensor, allowed: torch.Tensor | None = None, top_n: int = 0, *,
+    block_v: int = DEFAULT_BLOCK_V, num_warps: int = DEFAULT_NUM_WARPS,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """The spec's ``raw`` logprobs: ``log_softmax`` of the logits after the S0 mask.
+
+    Returns ``(logprobs, top_ids, top_logprobs)``: ``logprobs`` ``[B, V]`` float32 (-inf where
+    ``allowed`` is False); ``top_ids`` ``[B, top_n]`` int64 and ``top_logprobs`` ``[B, top_n]``
+    float32, the ``top_n`` highest entries sorted by logprob descending, ties by lower id. They
+    always hold ``min(top_n, V)`` real ids: when fewer tokens are allowed, the rest are
+    disallowed ones (logprob -inf) in id order. A row with no allowed token gives NaN.
+    """
+    if logits.dim() != 2:
+        raise ValueError(f"logits must be [B, V], got {tuple(logits.shape)}")
+    B, V = logits.shape
+    top_n = min(int(top_n), V)
+    if top_n < 0:
+        raise ValueError(f"top_n must be >= 0, got {top_n}")
+    logits = logits if logits.stride(-1) == 1 else logits.contiguous()
+    dev = logits.device
+    if allowed is not None:
+        if allowed.shape != (B, V):
+            raise ValueError(f"allowed must be [B={B}, V={V}], got {tuple(allowed.shape)}")
+        allowed = (allowed.view(torch.uint8) if allowed.dtype == torch.bool else allowed).contiguous()
+    allowed_t = logits if allowed is None else allowed
+    logprobs = torch.empty((B, V), device=dev, dtype=torch.float32)
+    ids = torch.empty((B, max(top_n, 1)), device=dev, dtype=torch.int64)
+    values = torch.empty((B, max(top_n, 1)), device=dev, dtype=torch.float32)
+    _raw_logprobs_kernel[(B,)](
+        logits, allowed_t, logprobs, ids, values, V, top_n,
+        logits.stride(0), allowed_t.stride(0), logprobs.stride(0), ids.stride(0),
+        HAS_ALLOWED=allowed is not None, BLOCK_V=block_v, num_warps=num_warps,
+    )  # fmt: skip
+    ids, values = ids[:, :top_n], values[:, :top_n]
+    # The kernel wrote the top_n in id order; a stable sort by value keeps ties in id order.
+    values, order = torch.sort(values, dim=1, descending=True, stable=True)
+    return logprobs, ids.gather(1, order), values
