@@ -145,9 +145,15 @@ def _prefill_kernel(
     tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=q_rows[:, None])
 
 
-def _precision(dtype: torch.dtype) -> str:
-    # float32 inputs get exact IEEE products (this is a reference); 16-bit inputs ignore it.
-    return "ieee" if dtype == torch.float32 else "tf32"
+def precision(fp32: bool) -> str:
+    """``tl.dot`` input precision. float32 gets ``tf32x3`` (three tf32 products: float32
+    accuracy on the tensor cores; exact IEEE products spill badly); 16-bit operands ignore it."""
+    return "tf32x3" if fp32 else "tf32"
+
+
+def prefill_config(fp32: bool) -> tuple[int, int, int, int]:
+    """Default ``(BLOCK_M, BLOCK_N, num_warps, num_stages)`` of the prefill kernel (head_dim 128)."""
+    return (32, 32, 4, 2) if fp32 else (128, 64, 8, 3)
 
 
 def _check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start_pos: torch.Tensor) -> None:
@@ -178,17 +184,19 @@ def prefill_attention(
     block_m: int | None = None,
     block_n: int | None = None,
     num_warps: int | None = None,
-    num_stages: int = 3,
+    num_stages: int | None = None,
 ) -> torch.Tensor:
     """Causal attention of ``T`` queries per row continuing after ``start_pos[b]`` cached keys."""
     _check(q, k, v, start_pos)
     q, k, v = (_last_dim_contiguous(x) for x in (q, k, v))
     B, H, T, D = q.shape
     S = k.shape[2]
-    wide = q.dtype == torch.float32
-    block_m = block_m or (64 if wide else 128)
-    block_n = block_n or (32 if wide else 64)
-    num_warps = num_warps or (4 if block_m <= 64 else 8)
+    fp32 = q.dtype == torch.float32
+    default_m, default_n, default_warps, default_stages = prefill_config(fp32)
+    block_m = block_m or default_m
+    block_n = block_n or default_n
+    num_warps = num_warps or default_warps
+    num_stages = num_stages or default_stages
     scale = D**-0.5 if scale is None else scale
     o = torch.empty_like(q)
     grid = (triton.cdiv(T, block_m), H, B)
@@ -197,7 +205,7 @@ def prefill_attention(
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), o.stride(0), o.stride(1), o.stride(2),
         GROUP=H // k.shape[1], HEAD_DIM=D, BLOCK_M=block_m, BLOCK_N=block_n,
-        PRECISION=_precision(q.dtype), num_warps=num_warps, num_stages=num_stages,
+        PRECISION=precision(q.dtype == torch.float32), num_warps=num_warps, num_stages=num_stages,
     )  # fmt: skip
     return o
 
@@ -311,6 +319,11 @@ def _decode_combine_kernel(
     tl.store(O + b * stride_ob + h * stride_oh + offs_d, out.to(O.dtype.element_ty))
 
 
+DECODE_BLOCK_N = 64
+DECODE_NUM_WARPS = 4
+DECODE_NUM_STAGES = 3
+
+
 def _sm_count(device: torch.device) -> int:
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).multi_processor_count
@@ -334,9 +347,9 @@ def decode_attention(
     scale: float | None = None,
     *,
     split_len: int | None = None,
-    block_n: int = 64,
-    num_warps: int = 4,
-    num_stages: int = 3,
+    block_n: int = DECODE_BLOCK_N,
+    num_warps: int = DECODE_NUM_WARPS,
+    num_stages: int = DECODE_NUM_STAGES,
 ) -> torch.Tensor:
     """One query per row (``T == 1``) against ``start_pos[b] + 1`` cached keys (split-KV)."""
     _check(q, k, v, start_pos)
@@ -359,7 +372,7 @@ def decode_attention(
         v.stride(0), v.stride(1), v.stride(2),
         o_part.stride(0), o_part.stride(1), o_part.stride(2), lse_part.stride(0), lse_part.stride(1),
         GROUP=group, GROUP_PAD=max(16, triton.next_power_of_2(group)), HEAD_DIM=D, BLOCK_N=block_n,
-        PRECISION=_precision(q.dtype), num_warps=num_warps, num_stages=num_stages,
+        PRECISION=precision(q.dtype == torch.float32), num_warps=num_warps, num_stages=num_stages,
     )  # fmt: skip
     o = torch.empty_like(q)
     _decode_combine_kernel[(H, B)](
@@ -384,4 +397,11 @@ def attention(
     return prefill_attention(q, k, v, start_pos, scale)
 
 
-__all__ = ["attention", "decode_attention", "decode_split_len", "prefill_attention"]
+__all__ = [
+    "attention",
+    "decode_attention",
+    "decode_split_len",
+    "precision",
+    "prefill_attention",
+    "prefill_config",
+]

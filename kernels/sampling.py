@@ -33,7 +33,7 @@ KEY_OFF: tl.constexpr = tl.constexpr(-(2**31))  # a threshold below every key: s
 ID_BIG: tl.constexpr = tl.constexpr(2**31 - 1)
 FLOAT_MAX = 3.4028234663852886e38  # min_p off: the floor -FLT_MAX drops only -inf
 
-DEFAULT_BLOCK_V = 4096
+DEFAULT_BLOCK_V = 2048
 DEFAULT_NUM_WARPS = 8
 
 
@@ -71,7 +71,7 @@ def _weigh(z_row, V, t, use_mass, zmax, temp, floor, k_key, k_id, p_key, p_id, B
     min_ge = ID_BIG
     max_lt = KEY_OFF
     for start in range(0, V, BLOCK_V):
-        _, y, key, keep = _chunk(z_row, start, V, zmax, temp, floor, k_key, k_id, p_key, p_id, BLOCK_V)
+        _offs, y, key, keep = _chunk(z_row, start, V, zmax, temp, floor, k_key, k_id, p_key, p_id, BLOCK_V)
         ge = keep & (key >= t)
         w_ge += tl.sum(tl.where(ge, tl.where(use_mass, tl.exp(y), 1.0), 0.0))
         min_ge = tl.minimum(min_ge, tl.min(tl.where(ge, key, ID_BIG)))
@@ -190,7 +190,7 @@ def _sample_kernel(
         p_key = KEY_OFF
         p_id = 0
         if k > 0:  # S7
-            n, lo, _ = _weigh(
+            n, lo, _unused = _weigh(
                 z_row, V, KEY_NEG_INF, False, zmax, temp, floor, k_key, k_id, p_key, p_id, BLOCK_V
             )
             if k < n:
@@ -200,7 +200,7 @@ def _sample_kernel(
                 )  # fmt: skip
         if p < 1.0:  # S8 (p == 0 keeps the top token: a top-1 count cut)
             use_mass = p > 0.0
-            total, lo, _ = _weigh(
+            total, lo, _unused = _weigh(
                 z_row, V, KEY_NEG_INF, use_mass, zmax, temp, floor, k_key, k_id, p_key, p_id,
                 BLOCK_V,
             )  # fmt: skip
@@ -210,13 +210,17 @@ def _sample_kernel(
                 BLOCK_V,
             )  # fmt: skip
         # S9: q = softmax over survivors; token = smallest id with prefix(q) > u * sum(q).
-        mass, _, _ = _weigh(z_row, V, KEY_NEG_INF, True, zmax, temp, floor, k_key, k_id, p_key, p_id, BLOCK_V)
+        mass, _unused_min, _unused_max = _weigh(
+            z_row, V, KEY_NEG_INF, True, zmax, temp, floor, k_key, k_id, p_key, p_id, BLOCK_V
+        )
         target = tl.load(u + b).to(tl.float32) * mass
         run = 0.0
         token = ID_BIG
         last = -1
         for start in range(0, V, BLOCK_V):
-            offs, y, _, keep = _chunk(z_row, start, V, zmax, temp, floor, k_key, k_id, p_key, p_id, BLOCK_V)
+            offs, y, _key, keep = _chunk(
+                z_row, start, V, zmax, temp, floor, k_key, k_id, p_key, p_id, BLOCK_V
+            )
             q = tl.where(keep, tl.exp(y), 0.0)
             prefix = run + tl.cumsum(q, 0)
             token = tl.minimum(token, tl.min(tl.where(keep & (prefix > target), offs, ID_BIG)))
@@ -371,13 +375,14 @@ def _raw_logprobs_kernel(
         tl.store(lp_row + offs, tl.minimum(z - lse, 0.0), mask=offs < V)
     if top_n > 0:
         floor = float("-inf")  # keep -inf entries: the cut is over the whole vocabulary
+        lo = tl.full((), KEY_NEG_INF, tl.int32)
         t, cut = _cut(
-            lp_row, V, top_n.to(tl.float32), False, KEY_NEG_INF, 0.0, 1.0, floor,
+            lp_row, V, top_n.to(tl.float32), False, lo, 0.0, 1.0, floor,
             KEY_OFF, 0, KEY_OFF, 0, BLOCK_V,
         )  # fmt: skip
         run = 0
         for start in range(0, V, BLOCK_V):
-            offs, y, _, keep = _chunk(lp_row, start, V, 0.0, 1.0, floor, t, cut, KEY_OFF, 0, BLOCK_V)
+            offs, y, _key, keep = _chunk(lp_row, start, V, 0.0, 1.0, floor, t, cut, KEY_OFF, 0, BLOCK_V)
             slot = run + tl.cumsum(keep.to(tl.int32), 0) - 1
             tl.store(top_ids + b * stride_top + slot, offs.to(tl.int64), mask=keep)
             tl.store(top_values + b * stride_top + slot, y, mask=keep)
