@@ -1,0 +1,406 @@
+"""The FastAPI app: OpenAI-compatible routes over one continuous-batching Engine.
+
+``create_app(model, tokenizer, model_name=..., max_batch=..., max_model_len=...)`` builds the app
+around a loaded model; ``create_app(loader=fn, ...)`` loads in a background thread instead, so the
+server answers at once: /health and every other route say 503 until the model is ready.
+
+Routes: POST /v1/chat/completions, POST /v1/completions, GET /v1/models (and /v1/models/{id}),
+GET /health, POST /tokenize, POST /detokenize. Every error is OpenAI's
+``{"error": {"message", "type", "param", "code"}}``: 400 for any bad input (never a 5xx, which
+clients retry), 404 for unknown routes and models in /v1/models/{id}, 503 while loading.
+
+Random weights are announced on every response: the header ``x-nemo-ref-weights: random`` (else
+``checkpoint``), ``system_fingerprint: "nemo-ref-random-weights"`` in every completion body and
+chunk, and the notice text in /health and /v1/models.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi import Request as HTTPRequest
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+
+from ..engine import Engine
+from ..sampling.params import ParamError
+from . import protocol as P
+from .jobs import BadRequest, Job, JobFailed, build_job, check_tool_choice, outcome, request_grammar
+from .streaming import SSE_HEADERS, chat_stream, completion_stream
+
+log = logging.getLogger("nemo_ref.server")
+
+RANDOM_FINGERPRINT = "nemo-ref-random-weights"
+CHECKPOINT_FINGERPRINT = "nemo-ref"
+DEFAULT_RANDOM_NOTICE = "random weights: the text is noise (use --checkpoint DIR for real weights)"
+
+Loader = Callable[[], tuple[Any, Any, str | None]]  # () -> (model, tokenizer, notice or None)
+
+
+class ServerState:
+    """The model, tokenizer and engine behind the routes (None until loaded)."""
+
+    def __init__(self, *, model_name: str, max_batch: int, max_model_len: int | None, sampler: str | None):
+        self.model_name = model_name
+        self.max_batch = max_batch
+        self.max_model_len = max_model_len
+        self.sampler = sampler
+        self.model: Any = None
+        self.tokenizer: Any = None
+        self.engine: Engine | None = None
+        self.notice: str | None = None
+        self.load_error: str | None = None
+        self.created = int(time.time())
+
+    # ---- loading ------------------------------------------------------------------------------
+
+    def install(self, model: Any, tokenizer: Any, notice: str | None = None) -> None:
+        if notice is None and getattr(model, "random_weights", False):
+            notice = DEFAULT_RANDOM_NOTICE
+        context = model.args.max_seq_len
+        if self.max_model_len is not None:
+            context = min(context, self.max_model_len)
+        sampler = self.sampler
+        if sampler is None:
+            sampler = "triton" if str(model.tok_embeddings.weight.device).startswith("cuda") else "torch"
+        engine = Engine(model, max_batch=self.max_batch, max_len=context, sampler=sampler)
+        _warm_structured(tokenizer)
+        self.model, self.tokenizer, self.notice = model, tokenizer, notice
+        self.engine = engine
+        engine.start()
+
+    def load(self, loader: Loader) -> None:
+        try:
+            self.install(*loader())
+        except Exception as e:
+            log.exception("loading the model failed")
+            self.load_error = f"{type(e).__name__}: {e}"
+
+    def close(self) -> None:
+        if self.engine is not None:
+            self.engine.shutdown()
+
+    @property
+    def random_weights(self) -> bool:
+        return self.notice is not None
+
+    @property
+    def fingerprint(self) -> str:
+        return RANDOM_FINGERPRINT if self.random_weights else CHECKPOINT_FINGERPRINT
+
+    def ready(self) -> ServerState:
+        if self.engine is None:
+            if self.load_error:
+                raise BadRequest(f"the model failed to load: {self.load_error}", None, 503)
+            raise BadRequest("the model is still loading; retry shortly", None, 503)
+        return self
+
+    def check_model(self, name: str | None) -> None:
+        if name is not None and name != self.model_name:
+            raise BadRequest(
+                f"The model {name!r} does not exist; this server serves {self.model_name!r}", "model"
+            )
+
+    def envelope(self, prefix: str, seed: int) -> P.Envelope:
+        return P.Envelope(
+            f"{prefix}-{uuid.uuid4().hex}", int(time.time()), self.model_name, self.fingerprint, seed
+        )
+
+    # ---- requests -> jobs (run in a worker thread: tokenising and grammar compiling take time) ----
+
+    def _check_n(self, n: int) -> None:
+        if n > self.max_batch:
+            raise BadRequest(f"n must be <= {self.max_batch} (the server's --max-batch); got {n}", "n")
+
+    def chat_job(self, body: P.ChatCompletionRequest) -> Job:
+        from ..tokenizer import ChatFormatError
+
+        try:
+            params = body.params()
+            self._check_n(params.n)
+            tools = body.tools_json()
+            choice = body.tool_choice_json()
+            check_tool_choice(tools, choice)
+            prompt_ids = self.tokenizer.encode_chat(body.messages, tools=tools)
+        except (ParamError, ChatFormatError) as e:
+            raise BadRequest(str(e), e.param) from e
+        grammar = None
+        if body.structured_outputs is not False:
+            parallel = body.parallel_tool_calls is not False
+            grammar = request_grammar(body.response_format_json(), tools, choice, parallel)
+        offers_tools = bool(tools) and choice != "none"
+        return build_job(
+            self.engine,
+            self.tokenizer,
+            prompt_ids,
+            params,
+            grammar=grammar,
+            tools=offers_tools,
+            grammar_param="tools" if offers_tools else "response_format",
+        )
+
+    def completion_job(self, body: P.CompletionRequest) -> Job:
+        try:
+            params = body.params()
+            self._check_n(params.n)
+        except ParamError as e:
+            raise BadRequest(str(e), e.param) from e
+        if isinstance(body.prompt, str):
+            prompt_ids = self.tokenizer.encode(body.prompt, bos=True)
+        else:
+            prompt_ids = list(body.prompt)
+        return build_job(self.engine, self.tokenizer, prompt_ids, params)
+
+
+def _warm_structured(tokenizer: Any) -> None:
+    """Build llguidance's tokenizer now (0.5 s) rather than in the first structured request."""
+    try:
+        from ..structured import Constraint, json_grammar
+
+        Constraint(tokenizer, json_grammar({"type": "json_object"}))
+    except ImportError:  # llguidance absent: structured requests will say so
+        pass
+
+
+def _parse(model: type[P.BaseModel], raw: bytes):
+    try:
+        return model.model_validate_json(raw or b"null")
+    except P.ValidationError as e:
+        message, param = P.first_error(e)
+        raise BadRequest(message, param) from None
+
+
+# ---- non-streaming bodies -----------------------------------------------------------------------
+
+
+def chat_body(job: Job, env: P.Envelope, tokenizer: Any) -> dict:
+    choices = []
+    for seq in job.seqs:
+        out = outcome(seq, tokenizer, job.tools)
+        message: dict[str, Any] = {"role": "assistant", "content": out.content}
+        if out.tool_calls:
+            message["tool_calls"] = out.tool_calls
+        logprobs = None
+        if seq.params.logprobs:
+            logprobs = {"content": [P.logprob_entry(x) for x in seq.logprobs]}
+        choices.append(
+            {"index": seq.index, "message": message, "logprobs": logprobs, "finish_reason": out.finish_reason}
+        )
+    n_out = sum(len(s.output) for s in job.seqs)
+    return {**env.head("chat.completion"), "choices": choices, "usage": P.usage(len(job.prompt_ids), n_out)}
+
+
+def completion_body(job: Job, env: P.Envelope, tokenizer: Any) -> dict:
+    choices = []
+    for seq in job.seqs:
+        out = outcome(seq, tokenizer, tools=False)
+        logprobs = P.legacy_logprobs(seq.logprobs) if seq.params.logprobs else None
+        choices.append(
+            {
+                "index": seq.index,
+                "text": out.content,
+                "logprobs": logprobs,
+                "finish_reason": out.finish_reason,
+            }
+        )
+    n_out = sum(len(s.output) for s in job.seqs)
+    return {**env.head("text_completion"), "choices": choices, "usage": P.usage(len(job.prompt_ids), n_out)}
+
+
+# ---- the app ------------------------------------------------------------------------------------
+
+
+class _WeightsHeader:
+    """ASGI middleware: ``x-nemo-ref-weights: random | checkpoint | loading`` on every response."""
+
+    def __init__(self, app: Any, state: ServerState):
+        self.app, self.state = app, state
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_header(message):
+            if message["type"] == "http.response.start":
+                s = self.state
+                value = "loading" if s.engine is None else ("random" if s.random_weights else "checkpoint")
+                message["headers"] = [*message.get("headers", []), (b"x-nemo-ref-weights", value.encode())]
+            await send(message)
+
+        await self.app(scope, receive, send_with_header)
+
+
+def create_app(
+    model: Any = None,
+    tokenizer: Any = None,
+    *,
+    model_name: str = "nemo-ref",
+    max_batch: int = 8,
+    max_model_len: int | None = None,
+    sampler: str | None = None,
+    notice: str | None = None,
+    loader: Loader | None = None,
+) -> FastAPI:
+    """The OpenAI-compatible app around ``model`` (or around what ``loader`` returns, loaded in a
+    background thread at startup). ``notice``: the random-weights notice (default: a generic one
+    when ``model.random_weights`` is set). ``sampler``: "torch" | "triton" (default: triton on CUDA).
+    """
+    if (model is None) == (loader is None):
+        raise ValueError("create_app needs a model and tokenizer, or a loader (not both)")
+    state = ServerState(
+        model_name=model_name, max_batch=max_batch, max_model_len=max_model_len, sampler=sampler
+    )
+    if model is not None:
+        if tokenizer is None:
+            from ..tokenizer import load_tokenizer
+
+            tokenizer = load_tokenizer()
+        state.install(model, tokenizer, notice)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if loader is not None:
+            threading.Thread(target=state.load, args=(loader,), name="nemo-ref-loader", daemon=True).start()
+        yield
+        state.close()
+
+    app = FastAPI(
+        title="nemo_ref",
+        description="OpenAI-compatible API for Mistral Nemo (docs/serving.md)",
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.server = state
+    app.add_middleware(_WeightsHeader, state=state)
+
+    # ---- errors -----------------------------------------------------------------------------
+
+    @app.exception_handler(BadRequest)
+    async def _bad_request(_: HTTPRequest, e: BadRequest):
+        type_ = "invalid_request_error" if e.status < 500 else "service_unavailable"
+        return JSONResponse(P.error_body(e.message, e.param, type_), status_code=e.status)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(http: HTTPRequest, e: HTTPException):
+        message = f"Invalid URL ({http.method} {http.url.path})" if e.status_code == 404 else str(e.detail)
+        return JSONResponse(P.error_body(message, None), status_code=e.status_code, headers=e.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: HTTPRequest, e: RequestValidationError):
+        first = e.errors()[0] if e.errors() else {}
+        loc = [x for x in first.get("loc", ()) if x not in ("body", "query", "path")]
+        param = str(loc[0]) if loc else None
+        return JSONResponse(P.error_body(f"{param}: {first.get('msg', 'invalid')}", param), status_code=400)
+
+    @app.exception_handler(Exception)
+    async def _internal_error(_: HTTPRequest, e: Exception):  # a bug, never bad input
+        log.exception("internal error")
+        return JSONResponse(P.error_body(f"internal error: {type(e).__name__}", None, "server_error"), 500)
+
+    @app.exception_handler(JobFailed)
+    async def _job_failed(_: HTTPRequest, e: JobFailed):
+        return JSONResponse(P.error_body(str(e), None, "server_error"), status_code=500)
+
+    # ---- routes -----------------------------------------------------------------------------
+
+    @app.get("/health")
+    async def health():
+        if state.engine is None:
+            status = "error" if state.load_error else "loading"
+            return JSONResponse({"status": status, "error": state.load_error}, status_code=503)
+        running, waiting = state.engine.load
+        return {
+            "status": "ok",
+            "model": state.model_name,
+            "weights": "random" if state.random_weights else "checkpoint",
+            "notice": state.notice,
+            "max_batch": state.engine.max_batch,
+            "max_model_len": state.engine.max_len,
+            "running": running,
+            "waiting": waiting,
+        }
+
+    def model_card() -> dict:
+        card = {"id": state.model_name, "object": "model", "created": state.created, "owned_by": "nemo-ref"}
+        if state.engine is not None:
+            card["max_model_len"] = state.engine.max_len
+            card["weights"] = "random" if state.random_weights else "checkpoint"
+            card["notice"] = state.notice
+        return card
+
+    @app.get("/v1/models")
+    async def list_models():
+        state.ready()
+        return {"object": "list", "data": [model_card()]}
+
+    @app.get("/v1/models/{model_id:path}")
+    async def get_model(model_id: str):
+        state.ready()
+        if model_id != state.model_name:
+            raise BadRequest(f"The model {model_id!r} does not exist", "model", 404)
+        return model_card()
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(http: HTTPRequest):
+        s = state.ready()
+        body = _parse(P.ChatCompletionRequest, await http.body())
+        s.check_model(body.model)
+        if body.stream_options is not None and not body.stream:
+            raise BadRequest("stream_options is only allowed when stream is true", "stream_options")
+        job = await run_in_threadpool(s.chat_job, body)
+        job.submit()
+        env = s.envelope("chatcmpl", job.seed)
+        if body.stream:
+            gen = chat_stream(job, env, s.tokenizer, include_usage=body.include_usage())
+            return StreamingResponse(gen, media_type="text/event-stream", headers=SSE_HEADERS)
+        if not await job.run(http.is_disconnected):
+            return Response(status_code=499)  # the client went away; its slots are already free
+        return JSONResponse(chat_body(job, env, s.tokenizer))
+
+    @app.post("/v1/completions")
+    async def completions(http: HTTPRequest):
+        s = state.ready()
+        body = _parse(P.CompletionRequest, await http.body())
+        s.check_model(body.model)
+        if body.stream_options is not None and not body.stream:
+            raise BadRequest("stream_options is only allowed when stream is true", "stream_options")
+        job = await run_in_threadpool(s.completion_job, body)
+        job.submit()
+        env = s.envelope("cmpl", job.seed)
+        if body.stream:
+            gen = completion_stream(job, env, s.tokenizer, include_usage=body.include_usage())
+            return StreamingResponse(gen, media_type="text/event-stream", headers=SSE_HEADERS)
+        if not await job.run(http.is_disconnected):
+            return Response(status_code=499)
+        return JSONResponse(completion_body(job, env, s.tokenizer))
+
+    @app.post("/tokenize")
+    async def tokenize(http: HTTPRequest):
+        s = state.ready()
+        body = _parse(P.TokenizeRequest, await http.body())
+        s.check_model(body.model)
+        tokens = s.tokenizer.encode(body.prompt, bos=body.add_special_tokens)
+        return {"tokens": tokens, "count": len(tokens), "max_model_len": s.engine.max_len}
+
+    @app.post("/detokenize")
+    async def detokenize(http: HTTPRequest):
+        s = state.ready()
+        body = _parse(P.DetokenizeRequest, await http.body())
+        s.check_model(body.model)
+        vocab = s.tokenizer.vocab_size
+        bad = [t for t in body.tokens if not 0 <= t < vocab]
+        if bad:
+            raise BadRequest(f"token ids must lie in [0, {vocab}); got {bad[:5]}", "tokens")
+        return {"prompt": s.tokenizer.decode(body.tokens)}
+
+    return app

@@ -1,0 +1,240 @@
+"""The bridge between async HTTP handlers and the engine's thread, and what a finished choice means.
+
+One ``Engine`` serves the whole app from its own thread (continuous batching: every running
+sequence advances one token per step). A handler turns its HTTP request into a ``Job``: the prompt
+is encoded, the parameters and grammar are checked (every problem is a ``BadRequest`` naming the
+field), and the choices are built as engine ``Sequence``s. ``Job.submit`` hands them to the
+engine; the engine calls ``on_delta`` from its thread for every token, and the job forwards each
+Delta to the handler's asyncio queue with ``loop.call_soon_threadsafe``. ``Job.events()`` yields
+them in order until every choice has finished; leaving it early (the client went away, or the
+handler was cancelled) cancels the engine request, which frees its KV-cache rows before the next
+decode step.
+
+The engine has no completion callback, so ``events()`` also polls ``Request.finished`` a few times
+a second: that is how a request failed by the engine (its error set, no final delta) is noticed,
+and how a non-streaming handler notices a client that disconnected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from ..engine import Engine, Request
+from ..generate import make_sequences
+from ..sampling.params import ParamError
+from ..sequence import TOOL_CALLS_ID, Delta, Sequence
+
+POLL_S = 0.1  # how often a waiting handler checks for engine failure and client disconnects
+
+
+class BadRequest(Exception):
+    """HTTP 400 (or another 4xx) in OpenAI's error shape; ``param`` names the request field."""
+
+    def __init__(self, message: str, param: str | None, status: int = 400):
+        super().__init__(message)
+        self.message, self.param, self.status = message, param, status
+
+
+class JobFailed(Exception):
+    """The engine failed a request (an internal error: HTTP 500, or an error event mid-stream)."""
+
+
+@dataclass
+class Event:
+    """One Delta from the engine, plus where tool calls began in that choice's text, if here."""
+
+    delta: Delta
+    tool_text_start: int | None  # len(seq.text) when [TOOL_CALLS] was sampled (this delta)
+
+
+_END = object()  # queued after the engine finished a request: nothing follows
+
+
+@dataclass(eq=False)
+class Job:
+    """One API request's choices, in the engine and on their way back to the handler."""
+
+    engine: Engine
+    prompt_ids: list[int]
+    seed: int
+    seqs: list[Sequence]
+    tools: bool  # tools were offered: [TOOL_CALLS] output becomes OpenAI tool_calls
+    request: Request | None = None
+    loop: asyncio.AbstractEventLoop | None = None
+    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
+
+    def submit(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.request = Request(self.seqs, on_delta=self._on_delta)
+        try:
+            self.engine.submit(self.request)
+        except ValueError as e:  # make_sequences checked the same limits: kept for safety
+            raise BadRequest(str(e), "messages") from e
+
+    def _on_delta(self, delta: Delta) -> None:
+        """Runs on the engine's thread: record what only that thread may read, then hand over."""
+        try:
+            seq = self.seqs[delta.index]
+            start = len(seq.text) if TOOL_CALLS_ID in delta.token_ids else None
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, Event(delta, start))
+        except RuntimeError:  # the event loop is closed (server shutting down)
+            self.engine.cancel(self.request)
+
+    def cancel(self) -> None:
+        if self.request is not None and not self.request.finished:
+            self.engine.cancel(self.request)
+
+    async def events(self, disconnected: Callable[[], Awaitable[bool]] | None = None) -> AsyncIterator[Event]:
+        """Every Event until all choices finished. Cancels the request if the caller stops early.
+
+        ``disconnected``: polled while waiting (non-streaming handlers; a streaming response is
+        cancelled by Starlette when its client goes away, which lands in the ``finally``).
+        """
+        remaining = len(self.seqs)
+        ended = False
+        try:
+            while remaining:
+                try:
+                    item = await asyncio.wait_for(self.queue.get(), POLL_S)
+                except asyncio.TimeoutError:  # (3.10: not yet the builtin TimeoutError)
+                    if disconnected is not None and await disconnected():
+                        return
+                    if not ended and (self.request.finished or not _alive(self.engine)):
+                        # Deltas the engine sent before finishing are already queued: _END follows them.
+                        ended = True
+                        self.loop.call_soon(self.queue.put_nowait, _END)
+                    continue
+                if item is _END:
+                    err = self.request.error
+                    if err is None and not _alive(self.engine):
+                        err = "the engine thread stopped"
+                    raise JobFailed(f"generation failed: {err or 'the request ended early'}")
+                yield item
+                if item.delta.finish_reason is not None:
+                    remaining -= 1
+        finally:
+            if remaining:
+                self.cancel()
+
+    async def run(self, disconnected: Callable[[], Awaitable[bool]] | None = None) -> bool:
+        """Wait for every choice (non-streaming). False if the client disconnected first."""
+        async for _ in self.events(disconnected):
+            pass
+        return all(s.done for s in self.seqs)
+
+
+def _alive(engine: Engine) -> bool:
+    thread = getattr(engine, "_thread", None)
+    return thread is None or thread.is_alive()
+
+
+# ---- building a job -----------------------------------------------------------------------------
+
+
+def _blame(exc: Exception, default: str | None) -> BadRequest:
+    return BadRequest(str(exc), getattr(exc, "param", None) or default)
+
+
+def build_job(
+    engine: Engine,
+    tokenizer: Any,
+    prompt_ids: list[int],
+    params: Any,
+    *,
+    grammar: str | None = None,
+    tools: bool = False,
+    grammar_param: str = "response_format",
+) -> Job:
+    """Check the request against the context and build its choices (one Constraint each)."""
+    factory = None
+    if grammar is not None:
+        from ..structured import Constraint, GrammarError
+
+        try:
+            Constraint(tokenizer, grammar)  # compiles (and caches) the grammar now: errors are 400s
+        except GrammarError as e:
+            raise _blame(e, grammar_param) from e
+
+        def factory():
+            return Constraint(tokenizer, grammar)
+
+    try:
+        seed, seqs = make_sequences(tokenizer, prompt_ids, params, engine.max_len, factory)
+    except ParamError as e:
+        raise _blame(e, "messages") from e
+    return Job(engine, prompt_ids, seed, seqs, tools)
+
+
+@lru_cache(maxsize=256)
+def _grammar_for(key: str) -> str | None:
+    from ..structured import grammar_for_request
+
+    response_format, tools, tool_choice, parallel = json.loads(key)
+    return grammar_for_request(response_format, tools, tool_choice, parallel)
+
+
+def request_grammar(
+    response_format: dict | None, tools: list[dict] | None, tool_choice: Any, parallel_tool_calls: bool
+) -> str | None:
+    """The grammar text for a chat request, cached per distinct (format, tools, choice, parallel).
+
+    The key keeps the schema's property order (it is the JSON property order enforced), so two
+    schemas that differ only in order are two grammars.
+    """
+    if response_format is None and not tools and tool_choice in ("auto", "none"):
+        return None
+    from ..structured import GrammarError
+
+    key = json.dumps([response_format, tools, tool_choice, parallel_tool_calls], ensure_ascii=False)
+    try:
+        return _grammar_for(key)
+    except GrammarError as e:
+        raise _blame(e, "tools" if tools else "response_format") from e
+
+
+def check_tool_choice(tools: list[dict] | None, tool_choice: Any) -> None:
+    """tool_choice names a tool that exists; required/any/named need tools (even unenforced)."""
+    names = [t["function"]["name"] for t in tools or []]
+    if isinstance(tool_choice, dict):
+        name = tool_choice["function"]["name"]
+        if name not in names:
+            raise BadRequest(
+                f"tool_choice names the function {name!r}, which is not among the tools {names}",
+                "tool_choice",
+            )
+    elif tool_choice in ("required", "any") and not names:
+        raise BadRequest(f"tool_choice {tool_choice!r} needs at least one tool", "tool_choice")
+    if len(set(names)) != len(names):
+        raise BadRequest(f"tools: duplicate function names in {names}", "tools")
+
+
+# ---- what a finished choice says ----------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    content: str | None
+    tool_calls: list[dict]
+    finish_reason: str
+
+
+def outcome(seq: Sequence, tokenizer: Any, tools: bool) -> Outcome:
+    """Content, tool calls and finish reason of a finished choice.
+
+    Tool calls are returned only when tools were offered and the calls parse (the grammar makes
+    sure they do); otherwise ``[TOOL_CALLS]`` output is plain text (control tokens skipped) and a
+    "tool_calls" finish becomes "stop".
+    """
+    finish = seq.finish_reason or "length"
+    if tools and finish == "tool_calls":
+        from ..structured import parse_tool_calls
+
+        content, calls = parse_tool_calls(tokenizer, seq.output)
+        if calls:
+            return Outcome(content, calls, "tool_calls")
+    return Outcome(seq.text, [], "stop" if finish == "tool_calls" else finish)

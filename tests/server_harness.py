@@ -1,0 +1,103 @@
+"""One real uvicorn server per test process, on loopback, for the tests/test_server_*.py files.
+
+The model is ``nemo-tiny`` with deterministic random weights and the real Tekken tokenizer. The
+server runs in a daemon thread on a free 127.0.0.1 port; every test file's ``server`` fixture
+returns the same instance (a session fixture imported into several modules would start one each).
+Clients are the official ``openai`` package with ``max_retries=0``, and ``httpx`` for raw bodies.
+"""
+
+from __future__ import annotations
+
+import atexit
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import pytest
+
+MODEL_NAME = "nemo-tiny-test"
+MAX_BATCH = 8
+MAX_MODEL_LEN = 512
+
+
+@dataclass
+class Server:
+    app: Any
+    port: int
+    uvicorn: Any
+    thread: threading.Thread
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def engine(self):
+        return self.app.state.server.engine
+
+    @property
+    def tokenizer(self):
+        return self.app.state.server.tokenizer
+
+    def client(self, **kw):
+        import openai
+
+        return openai.OpenAI(base_url=self.base_url + "/v1", api_key="x", max_retries=0, **kw)
+
+    def async_client(self, **kw):
+        import openai
+
+        return openai.AsyncOpenAI(base_url=self.base_url + "/v1", api_key="x", max_retries=0, **kw)
+
+    def wait_idle(self, timeout: float = 5.0) -> tuple[int, int]:
+        """Wait until the engine runs nothing; returns its last (running, waiting)."""
+        deadline = time.monotonic() + timeout
+        load = self.engine.load
+        while load != (0, 0) and time.monotonic() < deadline:
+            time.sleep(0.01)
+            load = self.engine.load
+        return load
+
+
+@cache
+def _start() -> Server:
+    import uvicorn
+
+    from nemo_ref.demo import embedded_model
+    from nemo_ref.server.app import create_app
+    from nemo_ref.tokenizer import load_tokenizer
+
+    model = embedded_model("nemo-tiny", seed=0)
+    app = create_app(
+        model, load_tokenizer(), model_name=MODEL_NAME, max_batch=MAX_BATCH, max_model_len=MAX_MODEL_LEN
+    )
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=1)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.02)
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join(timeout=5)
+
+    atexit.register(stop)
+    return Server(app, sock.getsockname()[1], server, thread)
+
+
+@pytest.fixture(scope="session")
+def server() -> Server:
+    pytest.importorskip("fastapi")
+    pytest.importorskip("uvicorn")
+    pytest.importorskip("openai")
+    pytest.importorskip("llguidance")
+    return _start()
