@@ -221,6 +221,8 @@ def _process(logits: torch.Tensor, rows: Sequence[SampleRow]) -> _Processed:
     dead = (m[:, 0] == NEG_INF).nonzero().flatten().tolist()
     if dead:
         raise SamplingError(f"rows {dead}: every token is -inf after S3; nothing to sample")
+    if bool((m == math.inf).any()):  # only a repetition_penalty below ~1e-300 can overflow
+        raise SamplingError("a logit overflowed to +inf in S2 (repetition_penalty too small)")
     greedy = [row.params.greedy for row in rows]
     # S5 for every row (greedy rows divide by 1 and are then ignored): one pass, no branching.
     t = torch.tensor([r.params.temperature or 1.0 for r in rows], dtype=DTYPE, device=z.device)

@@ -188,8 +188,12 @@ def pipeline(
     z = constrain(as_floats(logits), allowed)
     vocab = len(z)
     params.check_vocab(vocab)
-    _check_tokens(prompt_tokens, vocab, "prompt tokens")
-    _check_tokens(output_tokens, vocab, "output tokens")
+    # History ids are checked where they are used (as the batched sampler does: converting a long
+    # prompt every step only to check it would cost more than the step).
+    if params.repetition_penalty != 1:
+        _check_tokens(prompt_tokens, vocab, "prompt tokens")
+    if params.repetition_penalty != 1 or params.presence_penalty or params.frequency_penalty:
+        _check_tokens(output_tokens, vocab, "output tokens")
     if max(z) == NEG_INF:
         raise SamplingError("the allowed mask forbids every token")
     stages = [("raw", z)]
@@ -205,6 +209,8 @@ def pipeline(
     stage("presence_frequency", pres != 0 or freq != 0, presence_frequency, output_tokens, pres, freq)
     if max(stages[-1][1]) == NEG_INF:
         raise SamplingError("every token has logit -inf after the penalties; nothing to sample")
+    if max(stages[-1][1]) == math.inf:  # only a repetition_penalty below ~1e-300 can overflow
+        raise SamplingError("a logit overflowed to +inf in S2 (repetition_penalty too small)")
     if params.greedy:  # S4: S5..S9 are skipped
         return stages
     stage("temperature", True, temperature, params.temperature)
