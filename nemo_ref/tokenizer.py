@@ -59,8 +59,16 @@ class ChatFormatError(ValueError):
         self.param = param
 
 
+def _require_mistral_common() -> None:
+    try:
+        import mistral_common  # noqa: F401
+    except ImportError as e:
+        raise ImportError("the tokenizer needs mistral-common: pip install 'nemo_ref[tokenizer]'") from e
+
+
 def bundled_tekken_path() -> Path:
     """Path of the Tekken v3 file bundled with mistral-common (works offline)."""
+    _require_mistral_common()
     import mistral_common
 
     return Path(mistral_common.__file__).parent / "data" / BUNDLED_TEKKEN
@@ -91,6 +99,7 @@ def load_tokenizer(path: str | Path | None = None) -> Tokenizer:
     `None` loads the bundled `tekken_240718.json`. Loading takes about a second, so tokenizers are
     cached per resolved file (they are immutable); every caller gets the same object.
     """
+    _require_mistral_common()
     if path is None:
         file = bundled_tekken_path()
     else:
