@@ -548,3 +548,40 @@ def test_parse_tool_calls_edge_cases(tok):  # noqa: F811
     assert parse_tool_calls(tok, cut) == (tok.decode(cut), [])
     notlist = [TOOL_CALLS, *tok.encode('"hello"', bos=False)]
     assert parse_tool_calls(tok, notlist)[1] == []
+
+
+def test_openai_parse_schema_walks_validate_with_pydantic(tok, vocab):  # noqa: F811
+    """What `client.beta.chat.completions.parse(response_format=Model)` sends, parsed back by
+    the client's own pydantic model."""
+    pydantic = pytest.importorskip("pydantic")
+    openai_pydantic = pytest.importorskip("openai.lib._pydantic")
+    import datetime
+    import enum
+    from typing import Literal
+
+    class Color(str, enum.Enum):
+        red = "red"
+        blue = "blue"
+
+    class Address(pydantic.BaseModel):
+        city: str = pydantic.Field(max_length=12)
+        zip: str | None
+
+    class Person(pydantic.BaseModel):
+        name: str = pydantic.Field(description="full name", max_length=20)
+        age: int = pydantic.Field(ge=0, le=130)
+        color: Color
+        kind: Literal["a", "b"]
+        born: datetime.date
+        addresses: list[Address] = pydantic.Field(max_length=2)
+        score: float | None
+
+    schema = openai_pydantic.to_strict_json_schema(Person)
+    rf = {"type": "json_schema", "json_schema": {"name": "Person", "schema": schema, "strict": True}}
+    g = json_grammar(rf)
+    for seed in range(5):
+        rng = random.Random(seed)
+        ids = walk(Constraint(tok, g), vocab, rng, free_steps=rng.choice([0, 10, 40]))
+        text = tok.decode(ids)
+        check_json_text(text, schema)
+        Person.model_validate_json(text)
