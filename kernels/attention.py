@@ -330,12 +330,12 @@ def _sm_count(device: torch.device) -> int:
     return 1  # interpreter: programs run one after another, fewer is faster
 
 
-def decode_split_len(B: int, Hkv: int, S: int, block_n: int, device: torch.device) -> int:
+def decode_split_len(B: int, Hkv: int, S: int, block_n: int, num_sms: int) -> int:
     """Keys per split: enough splits that ``splits * Hkv * B`` is ~4 programs per SM.
 
     Computed from ``S`` (not from ``start_pos``) so the launch needs no device-to-host sync.
     """
-    splits = max(1, triton.cdiv(4 * _sm_count(device), B * Hkv))
+    splits = max(1, triton.cdiv(4 * num_sms, B * Hkv))
     return triton.cdiv(triton.cdiv(S, splits), block_n) * block_n
 
 
@@ -359,7 +359,7 @@ def decode_attention(
     B, H, _, D = q.shape
     Hkv, S = k.shape[1], k.shape[2]
     group = H // Hkv
-    split_len = split_len or decode_split_len(B, Hkv, S, block_n, q.device)
+    split_len = split_len or decode_split_len(B, Hkv, S, block_n, _sm_count(q.device))
     if split_len % block_n:
         raise ValueError(f"split_len ({split_len}) must be a multiple of block_n ({block_n})")
     num_splits = triton.cdiv(S, split_len)

@@ -24,9 +24,18 @@ kept sets agree except when a threshold falls within float32 rounding of a value
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import torch
 import triton
 import triton.language as tl
+
+from nemo_ref.sampling.reference import SampleResult, SamplingError
+from nemo_ref.sampling.rng import uniform
+
+if TYPE_CHECKING:
+    from nemo_ref.sampling.batched import SampleRow
 
 KEY_NEG_INF: tl.constexpr = tl.constexpr(-2139095041)  # _ordered_key(-inf)
 KEY_OFF: tl.constexpr = tl.constexpr(-(2**31))  # a threshold below every key: stage disabled
@@ -247,7 +256,8 @@ def _run_sampler(
     logits: torch.Tensor, u: torch.Tensor | float, write_probs: bool, *, temperature, top_p, top_k,
     min_p, repetition_penalty, presence_penalty, frequency_penalty, logit_bias, prompt_mask,
     output_counts, allowed, block_v: int, num_warps: int,
-) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:  # fmt: skip
+    """Launch ``_sample_kernel``: (tokens, probabilities or None, logits after S3)."""
     if logits.dim() != 2:
         raise ValueError(f"logits must be [B, V], got {tuple(logits.shape)}")
     B, V = logits.shape
@@ -293,8 +303,8 @@ def _run_sampler(
     )  # fmt: skip
     if bool((tokens < 0).any()):
         bad = (tokens < 0).nonzero().flatten().tolist()
-        raise ValueError(f"rows {bad}: every token is -inf after masks and penalties; none can be sampled")
-    return tokens, (probs if write_probs else None)
+        raise SamplingError(f"rows {bad}: every token is -inf after masks and penalties")
+    return tokens, (probs if write_probs else None), z_buf
 
 
 def sample(
@@ -309,10 +319,10 @@ def sample(
     ``min_p``, the penalties and ``u`` (the S9 draw in [0, 1)) are per-row tensors ``[B]`` or
     numbers; ``logit_bias`` dense ``[B, V]``; ``prompt_mask`` ``[B, V]`` bool/uint8 (token in the
     prompt) and ``output_counts`` ``[B, V]`` int32 (counts in the generated output) feed the
-    penalties; ``allowed`` ``[B, V]`` bool is the S0 mask. Raises ``ValueError`` if a row has
-    no finite logit after S3 (this reads the result back: one device sync).
+    penalties; ``allowed`` ``[B, V]`` bool is the S0 mask. Raises ``SamplingError`` (a
+    ``ValueError``) if a row has no finite logit after S3 (this reads the result back: one sync).
     """
-    tokens, _ = _run_sampler(
+    tokens, _, _ = _run_sampler(
         logits, u, False, temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
         repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
         frequency_penalty=frequency_penalty, logit_bias=logit_bias, prompt_mask=prompt_mask,
@@ -328,7 +338,7 @@ def probabilities(
     num_warps: int = DEFAULT_NUM_WARPS,
 ) -> torch.Tensor:  # fmt: skip
     """The final distribution ``[B, V]`` float32 that ``sample`` draws from (one-hot at T = 0)."""
-    _, probs = _run_sampler(
+    _, probs, _ = _run_sampler(
         logits, 0.0, True, temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
         repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
         frequency_penalty=frequency_penalty, logit_bias=logit_bias, prompt_mask=prompt_mask,
@@ -396,10 +406,10 @@ def raw_logprobs(
     """The spec's ``raw`` logprobs: ``log_softmax`` of the logits after the S0 mask.
 
     Returns ``(logprobs, top_ids, top_logprobs)``: ``logprobs`` ``[B, V]`` float32 (-inf where
-    ``allowed`` is False); ``top_ids`` ``[B, top_n]`` int64 and ``top_logprobs`` ``[B, top_n]``
-    float32, the ``top_n`` highest entries sorted by logprob descending, ties by lower id. They
-    always hold ``min(top_n, V)`` real ids: when fewer tokens are allowed, the rest are
-    disallowed ones (logprob -inf) in id order. A row with no allowed token gives NaN.
+    ``allowed`` is False; NaN on a row with no allowed token); ``top_ids`` ``[B, top_n]`` int64
+    and ``top_logprobs`` ``[B, top_n]`` float32: the ``top_n`` highest entries sorted by logprob
+    descending, ties by lower id (``reference.top_entries``). -inf entries are never listed: when
+    fewer than ``top_n`` tokens are allowed, the row ends with id -1 and value -inf.
     """
     if logits.dim() != 2:
         raise ValueError(f"logits must be [B, V], got {tuple(logits.shape)}")
@@ -425,4 +435,82 @@ def raw_logprobs(
     ids, values = ids[:, :top_n], values[:, :top_n]
     # The kernel wrote the top_n in id order; a stable sort by value keeps ties in id order.
     values, order = torch.sort(values, dim=1, descending=True, stable=True)
-    return logprobs, ids.gather(1, order), values
+    ids = torch.where(values > float("-inf"), ids.gather(1, order), -1)
+    return logprobs, ids, values
+
+
+def sample_rows(logits: torch.Tensor, rows: Sequence[SampleRow]) -> list[SampleResult]:
+    """``nemo_ref.sampling.batched.sample_batch``'s contract on the kernels (the engine's hook).
+
+    Builds the dense per-row inputs from each row's ``SamplingParams`` and history, draws
+    ``u = uniform(seed, choice, step)``, samples, and reports the token's logprob and top entries
+    in the row's ``logprobs_mode`` (raw: ``raw_logprobs``; processed: log of the final
+    distribution, or log_softmax after S3 for greedy rows).
+    """
+    B, V = logits.shape
+    dev = logits.device
+    params = [r.params for r in rows]
+    for p in params:
+        p.check_vocab(V)
+
+    def column(get, dtype: torch.dtype) -> torch.Tensor:
+        return torch.tensor([get(p) for p in params], dtype=dtype, device=dev)
+
+    def ids(tokens: Sequence[int], b: int) -> torch.Tensor:
+        t = torch.as_tensor(tokens, dtype=torch.long, device=dev).reshape(-1)
+        if t.numel() and (int(t.min()) < 0 or int(t.max()) >= V):
+            raise SamplingError(f"row {b}: history ids outside [0, {V})")
+        return t
+
+    bias = None
+    if any(p.logit_bias for p in params):
+        bias = torch.zeros((B, V), device=dev)
+        for b, p in enumerate(params):
+            if p.logit_bias:
+                keys = torch.tensor(list(p.logit_bias), device=dev)
+                bias[b, keys] = torch.tensor(list(p.logit_bias.values()), device=dev)
+    penalties: dict[str, torch.Tensor | None] = dict.fromkeys(
+        ("repetition_penalty", "presence_penalty", "frequency_penalty", "prompt_mask", "output_counts")
+    )
+    if any(p.repetition_penalty != 1 or p.presence_penalty or p.frequency_penalty for p in params):
+        prompt_mask = torch.zeros((B, V), device=dev, dtype=torch.uint8)
+        counts = torch.zeros((B, V), device=dev, dtype=torch.int32)
+        for b, r in enumerate(rows):
+            prompt_mask[b, ids(r.prompt_tokens, b)] = 1
+            out = ids(r.output_tokens, b)
+            counts[b].index_add_(0, out, torch.ones_like(out, dtype=torch.int32))
+        penalties = dict(
+            repetition_penalty=column(lambda p: p.repetition_penalty, torch.float32),
+            presence_penalty=column(lambda p: p.presence_penalty, torch.float32),
+            frequency_penalty=column(lambda p: p.frequency_penalty, torch.float32),
+            prompt_mask=prompt_mask,
+            output_counts=counts,
+        )
+    allowed = None
+    if any(r.allowed is not None for r in rows):
+        allowed = torch.ones((B, V), device=dev, dtype=torch.bool)
+        for b, r in enumerate(rows):
+            if r.allowed is not None:
+                allowed[b] = r.allowed.to(device=dev, dtype=torch.bool).reshape(-1)
+    u = torch.tensor([uniform(r.seed, r.choice, r.step) for r in rows], dtype=torch.float64)
+    processed = [p.logprobs_mode == "processed" for p in params]
+    tokens, probs, penalised = _run_sampler(
+        logits, u.to(dev), any(processed), temperature=column(lambda p: p.temperature, torch.float32),
+        top_p=column(lambda p: p.top_p, torch.float32), top_k=column(lambda p: p.top_k, torch.int32),
+        min_p=column(lambda p: p.min_p, torch.float64), logit_bias=bias, allowed=allowed,
+        block_v=DEFAULT_BLOCK_V, num_warps=DEFAULT_NUM_WARPS, **penalties,
+    )  # fmt: skip
+    n = max(p.top_logprobs for p in params)
+    raw, top_ids, top_values = raw_logprobs(logits, allowed, n)
+    results = []
+    for b, (p, token) in enumerate(zip(params, tokens.tolist(), strict=True)):
+        if processed[b]:
+            assert probs is not None
+            lp = torch.log_softmax(penalised[b], 0) if p.greedy else torch.log(probs[b])
+            best, best_ids = torch.sort(lp, descending=True, stable=True)  # ties: lower id first
+        else:
+            lp, best, best_ids = raw[b], top_values[b], top_ids[b]
+        pairs = zip(best_ids[: p.top_logprobs].tolist(), best[: p.top_logprobs].tolist(), strict=True)
+        top = [(i, v) for i, v in pairs if v > float("-inf")]
+        results.append(SampleResult(token, float(lp[token]), top))
+    return results
