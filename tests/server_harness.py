@@ -2,7 +2,7 @@
 
 The model is ``nemo-tiny`` with deterministic random weights and the real Tekken tokenizer. The
 server runs in a daemon thread on a free 127.0.0.1 port; every test file's ``server`` fixture
-returns the same instance (a session fixture imported into several modules would start one each).
+returns the same instance (``running_server()`` is cached per process).
 Clients are the official ``openai`` package with ``max_retries=0``, and ``httpx`` for raw bodies.
 """
 
@@ -94,10 +94,11 @@ def _start() -> Server:
     return Server(app, sock.getsockname()[1], server, thread)
 
 
-@pytest.fixture(scope="session")
-def server() -> Server:
-    pytest.importorskip("fastapi")
-    pytest.importorskip("uvicorn")
-    pytest.importorskip("openai")
-    pytest.importorskip("llguidance")
+def running_server() -> Server:
+    """The process's test server (started on first use); skips without the server extras.
+
+    Each test module wraps it in its own ``server`` fixture; all of them get the same server.
+    """
+    for module in ("fastapi", "uvicorn", "openai", "llguidance", "mistral_common"):
+        pytest.importorskip(module)
     return _start()
