@@ -359,7 +359,7 @@ def _weight_files(path: Path, layout: Layout) -> list[Path]:
         if not (path / name).is_file():
             missing = sorted(k for k, v in weight_map.items() if v == name)
             raise CheckpointError(
-                f"{path / HF_INDEX}: shard {name} is missing (it should hold {len(missing)} tensors, "
+                f"{path / HF_INDEX}: shard {name} is missing (it should hold {len(missing)} tensor(s), "
                 f"e.g. {missing[0]})"
             )
         files.append(path / name)
