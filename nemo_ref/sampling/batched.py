@@ -65,17 +65,18 @@ def _column(rows: Sequence[SampleRow], idx: list[int], get, device) -> torch.Ten
 
 def _history(rows, idx, vocab, device, with_prompt: bool) -> torch.Tensor:
     """Flat ids b * V + token of the rows' histories (output, and prompt if asked)."""
-    parts = []
+    parts, owners, lengths = [], [], []
     for b in idx:
-        histories = [rows[b].output_tokens]
-        if with_prompt:
-            histories.append(rows[b].prompt_tokens)
-        for tokens in histories:
-            t = torch.as_tensor(tokens, dtype=torch.long, device=device).reshape(-1)
-            if t.numel() and (int(t.min()) < 0 or int(t.max()) >= vocab):
-                raise SamplingError(f"row {b}: history ids outside [0, {vocab})")
-            parts.append(t + b * vocab)
-    return torch.cat(parts) if parts else torch.empty(0, dtype=torch.long, device=device)
+        for tokens in (rows[b].output_tokens, rows[b].prompt_tokens if with_prompt else ()):
+            t = torch.as_tensor(tokens, dtype=torch.long, device=device)
+            parts.append(t if t.dim() == 1 else t.reshape(-1))
+            owners.append(b)
+            lengths.append(parts[-1].numel())
+    flat = torch.cat(parts)
+    if flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= vocab):
+        raise SamplingError(f"history token ids outside [0, {vocab})")
+    owner = torch.repeat_interleave(torch.tensor(owners, device=device), torch.tensor(lengths, device=device))
+    return flat + owner * vocab
 
 
 # ---- S0..S3: per-token edits of the logits ------------------------------------------------------
