@@ -439,69 +439,81 @@ def raw_logprobs(
     return logprobs, ids, values
 
 
+def row_inputs(rows: Sequence[SampleRow], vocab: int, device) -> dict[str, torch.Tensor | None]:
+    """The keyword arguments of ``sample``/``probabilities`` (all but ``u``) for these rows.
+
+    Per-row parameter tensors from each row's ``SamplingParams``; dense ``[B, V]`` logit bias,
+    prompt mask and output counts (only when a row uses them) and the S0 ``allowed`` mask.
+    """
+    B = len(rows)
+    params = [r.params for r in rows]
+    for p in params:
+        p.check_vocab(vocab)
+
+    def column(get, dtype: torch.dtype) -> torch.Tensor:
+        return torch.tensor([get(p) for p in params], dtype=dtype, device=device)
+
+    def ids(tokens: Sequence[int], b: int) -> torch.Tensor:
+        t = torch.as_tensor(tokens, dtype=torch.long, device=device).reshape(-1)
+        if t.numel() and (int(t.min()) < 0 or int(t.max()) >= vocab):
+            raise SamplingError(f"row {b}: history ids outside [0, {vocab})")
+        return t
+
+    out: dict[str, torch.Tensor | None] = {
+        "temperature": column(lambda p: p.temperature, torch.float32),
+        "top_p": column(lambda p: p.top_p, torch.float32),
+        "top_k": column(lambda p: p.top_k, torch.int32),
+        "min_p": column(lambda p: p.min_p, torch.float64),
+        "logit_bias": None,
+        "allowed": None,
+    }
+    if any(p.logit_bias for p in params):
+        bias = torch.zeros((B, vocab), device=device)
+        for b, p in enumerate(params):
+            if p.logit_bias:
+                keys = torch.tensor(list(p.logit_bias), device=device)
+                bias[b, keys] = torch.tensor(list(p.logit_bias.values()), device=device)
+        out["logit_bias"] = bias
+    if any(p.repetition_penalty != 1 or p.presence_penalty or p.frequency_penalty for p in params):
+        prompt_mask = torch.zeros((B, vocab), device=device, dtype=torch.uint8)
+        counts = torch.zeros((B, vocab), device=device, dtype=torch.int32)
+        for b, r in enumerate(rows):
+            prompt_mask[b, ids(r.prompt_tokens, b)] = 1
+            generated = ids(r.output_tokens, b)
+            counts[b].index_add_(0, generated, torch.ones_like(generated, dtype=torch.int32))
+        out["repetition_penalty"] = column(lambda p: p.repetition_penalty, torch.float32)
+        out["presence_penalty"] = column(lambda p: p.presence_penalty, torch.float32)
+        out["frequency_penalty"] = column(lambda p: p.frequency_penalty, torch.float32)
+        out["prompt_mask"] = prompt_mask
+        out["output_counts"] = counts
+    if any(r.allowed is not None for r in rows):
+        allowed = torch.ones((B, vocab), device=device, dtype=torch.bool)
+        for b, r in enumerate(rows):
+            if r.allowed is not None:
+                allowed[b] = r.allowed.to(device=device, dtype=torch.bool).reshape(-1)
+        out["allowed"] = allowed
+    return out
+
+
 def sample_rows(logits: torch.Tensor, rows: Sequence[SampleRow]) -> list[SampleResult]:
     """``nemo_ref.sampling.batched.sample_batch``'s contract on the kernels (the engine's hook).
 
-    Builds the dense per-row inputs from each row's ``SamplingParams`` and history, draws
-    ``u = uniform(seed, choice, step)``, samples, and reports the token's logprob and top entries
-    in the row's ``logprobs_mode`` (raw: ``raw_logprobs``; processed: log of the final
-    distribution, or log_softmax after S3 for greedy rows).
+    Draws ``u = uniform(seed, choice, step)`` per row, samples, and reports the token's logprob
+    and top entries in the row's ``logprobs_mode`` (raw: ``raw_logprobs``; processed: log of
+    the final distribution, or log_softmax after S3 for greedy rows).
     """
-    B, V = logits.shape
-    dev = logits.device
-    params = [r.params for r in rows]
-    for p in params:
-        p.check_vocab(V)
-
-    def column(get, dtype: torch.dtype) -> torch.Tensor:
-        return torch.tensor([get(p) for p in params], dtype=dtype, device=dev)
-
-    def ids(tokens: Sequence[int], b: int) -> torch.Tensor:
-        t = torch.as_tensor(tokens, dtype=torch.long, device=dev).reshape(-1)
-        if t.numel() and (int(t.min()) < 0 or int(t.max()) >= V):
-            raise SamplingError(f"row {b}: history ids outside [0, {V})")
-        return t
-
-    bias = None
-    if any(p.logit_bias for p in params):
-        bias = torch.zeros((B, V), device=dev)
-        for b, p in enumerate(params):
-            if p.logit_bias:
-                keys = torch.tensor(list(p.logit_bias), device=dev)
-                bias[b, keys] = torch.tensor(list(p.logit_bias.values()), device=dev)
-    penalties: dict[str, torch.Tensor | None] = dict.fromkeys(
-        ("repetition_penalty", "presence_penalty", "frequency_penalty", "prompt_mask", "output_counts")
-    )
-    if any(p.repetition_penalty != 1 or p.presence_penalty or p.frequency_penalty for p in params):
-        prompt_mask = torch.zeros((B, V), device=dev, dtype=torch.uint8)
-        counts = torch.zeros((B, V), device=dev, dtype=torch.int32)
-        for b, r in enumerate(rows):
-            prompt_mask[b, ids(r.prompt_tokens, b)] = 1
-            out = ids(r.output_tokens, b)
-            counts[b].index_add_(0, out, torch.ones_like(out, dtype=torch.int32))
-        penalties = dict(
-            repetition_penalty=column(lambda p: p.repetition_penalty, torch.float32),
-            presence_penalty=column(lambda p: p.presence_penalty, torch.float32),
-            frequency_penalty=column(lambda p: p.frequency_penalty, torch.float32),
-            prompt_mask=prompt_mask,
-            output_counts=counts,
-        )
-    allowed = None
-    if any(r.allowed is not None for r in rows):
-        allowed = torch.ones((B, V), device=dev, dtype=torch.bool)
-        for b, r in enumerate(rows):
-            if r.allowed is not None:
-                allowed[b] = r.allowed.to(device=dev, dtype=torch.bool).reshape(-1)
+    inputs = row_inputs(rows, logits.shape[1], logits.device)
     u = torch.tensor([uniform(r.seed, r.choice, r.step) for r in rows], dtype=torch.float64)
+    params = [r.params for r in rows]
     processed = [p.logprobs_mode == "processed" for p in params]
+    optional = ("repetition_penalty", "presence_penalty", "frequency_penalty", "prompt_mask", "output_counts")
+    kwargs = {**dict.fromkeys(optional), **inputs}
     tokens, probs, penalised = _run_sampler(
-        logits, u.to(dev), any(processed), temperature=column(lambda p: p.temperature, torch.float32),
-        top_p=column(lambda p: p.top_p, torch.float32), top_k=column(lambda p: p.top_k, torch.int32),
-        min_p=column(lambda p: p.min_p, torch.float64), logit_bias=bias, allowed=allowed,
-        block_v=DEFAULT_BLOCK_V, num_warps=DEFAULT_NUM_WARPS, **penalties,
+        logits, u.to(logits.device), any(processed), block_v=DEFAULT_BLOCK_V,
+        num_warps=DEFAULT_NUM_WARPS, **kwargs,
     )  # fmt: skip
     n = max(p.top_logprobs for p in params)
-    raw, top_ids, top_values = raw_logprobs(logits, allowed, n)
+    raw, top_ids, top_values = raw_logprobs(logits, inputs["allowed"], n)
     results = []
     for b, (p, token) in enumerate(zip(params, tokens.tolist(), strict=True)):
         if processed[b]:

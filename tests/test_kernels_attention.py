@@ -1,33 +1,12 @@
-"""Attention kernels under Triton's interpreter (CPU tensors) against plain torch math.
-
-TRITON_INTERPRET must be set before ``nemo_ref.kernels.attention`` is imported; if another test
-module of this process imported it first (compiled mode, unusable without a GPU), it is reloaded.
-"""
+"""Attention kernels under Triton's interpreter (CPU tensors) against plain torch math."""
 
 from __future__ import annotations
 
-import os
-
-os.environ["TRITON_INTERPRET"] = "1"
-
-import importlib
-
 import pytest
 import torch
+from nemo_ref.kernels import interpreted
 
-
-def interpreted(name: str):
-    """Import a kernels module in interpreter mode, reloading it if it was imported compiled."""
-    from triton.runtime.interpreter import InterpretedFunction
-
-    module = importlib.import_module(name)
-    kernels = [v for v in vars(module).values() if type(v).__name__ in ("JITFunction", "InterpretedFunction")]
-    if not all(isinstance(k, InterpretedFunction) for k in kernels) or not module.IS_INTERPRET:
-        module = importlib.reload(module)
-    return module
-
-
-A = interpreted("nemo_ref.kernels.attention")
+A = interpreted("attention")  # sets TRITON_INTERPRET=1 (reloads the module if imported compiled)
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 # Compared with the float32 math rounded to the output dtype: within ~1 ulp of the output.
