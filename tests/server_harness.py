@@ -20,7 +20,7 @@ import pytest
 
 MODEL_NAME = "nemo-tiny-test"
 MAX_BATCH = 8
-MAX_MODEL_LEN = 512
+MAX_MODEL_LEN = 1024
 
 
 @dataclass
