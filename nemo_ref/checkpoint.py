@@ -12,15 +12,18 @@ Two layouts ship in the same Hugging Face repository (DESIGN.md):
 Loading is done in two phases so that a bad checkpoint never yields a half-loaded model:
 
 1. **Plan** (:func:`_plan`): parse the config, read and validate every safetensors *header* (sizes
-   checked against the file length before anything is memory-mapped: touching a mapping past the
-   end of a truncated file is a bus error, not an exception), map names, and check that the set of
-   tensors, their shapes and dtypes are exactly what the config implies. Any problem raises
-   :class:`CheckpointError` naming the file or tensor.
-2. **Load**: build the model on the ``meta`` device (no memory), then for each tensor open the file
-   with safetensors' memory-mapped ``safe_open``, copy that one tensor out converted to the target
-   dtype and device (un-permuting HF q/k rows), and assign it as the parameter. The mapping is
-   closed after each tensor, so the file's pages do not accumulate in the process's resident
-   memory: peak host memory is about the model's size plus one tensor.
+   checked against the file length before any data is read or memory-mapped: touching a mapping
+   past the end of a truncated file is a bus error, not an exception), map names, and check that
+   the set of tensors, their shapes and dtypes are exactly what the config implies. Any problem
+   raises :class:`CheckpointError` naming the file or tensor.
+2. **Load**: build the model on the ``meta`` device (no memory), then read the tensors one at a time
+   with safetensors' ``safe_open``, convert each to the target dtype and device (un-permuting HF
+   q/k rows), and assign it as the parameter. Peak host memory is the model plus at most one
+   tensor. safetensors >= 0.8 reads with ``pread`` straight into the tensor's own memory (no copy
+   when the dtype matches); older versions memory-map the file, and then the tensor is copied out
+   and the mapping closed before the next one -- a mapping kept open would leave every page it
+   touched resident, doubling peak memory (measured: 2x with one open mapping, 1.3x with one per
+   tensor on a small model whose embedding is a third of the weights, 1.0x with ``pread``).
 
 Saving streams tensors one at a time into safetensors files written by a small writer below (the
 format is 8 bytes of header length, a JSON header, then the raw little-endian bytes), so saving a
@@ -532,9 +535,7 @@ def load_model(
     bar = _progress_bar(plan.nbytes, f"loading {plan.layout}", progress)
     try:
         for name, info in order:
-            with safe_open(str(info.file), framework="pt", device="cpu") as f:
-                # get_tensor returns a view of the memory map; the copy happens here, inside `with`.
-                tensor = f.get_tensor(info.key).to(device=device, dtype=dtype, copy=True)
+            tensor = _read_tensor(info, dtype, device)
             heads = _heads_to_permute(name, args) if plan.layout == "hf" else None
             if heads is not None:
                 tensor = unpermute_from_hf(tensor, heads).contiguous()
@@ -559,6 +560,27 @@ def load_model(
     elif progress:
         _stderr(line)
     return model
+
+
+_PREAD: bool | None = None  # whether this safetensors has the pread backend (decided on first use)
+
+
+def _read_tensor(info: TensorInfo, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """One tensor from its file as a tensor of its own (never a view of a file mapping)."""
+    global _PREAD
+    handle = None
+    if _PREAD is not False:
+        try:
+            handle = safe_open(str(info.file), framework="pt", device="cpu", backend="pread")
+            _PREAD = True
+        except TypeError:  # safetensors < 0.8: no `backend` argument
+            _PREAD = False
+    if handle is None:
+        handle = safe_open(str(info.file), framework="pt", device="cpu")
+    with handle as f:
+        # pread: fresh memory, copied only to convert or move. mmap: a view of the mapping, so
+        # copied out before the mapping closes.
+        return f.get_tensor(info.key).to(device=device, dtype=dtype, copy=not _PREAD)
 
 
 def _set_parameter(model: nn.Module, name: str, tensor: torch.Tensor) -> None:

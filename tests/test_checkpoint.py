@@ -76,6 +76,19 @@ def test_the_tiny_checkpoints_round_trip(tiny_model, tiny_checkpoints):
         assert_same_weights(tiny_model, load(tiny_checkpoints[layout], dtype=torch.float32))
 
 
+@pytest.mark.parametrize("pread", [True, False])
+def test_both_read_paths_give_the_same_weights(small, tmp_path, monkeypatch, pread):
+    """safetensors >= 0.8 reads with pread; older versions memory-map (the fallback, forced here)."""
+    save_checkpoint(small, tmp_path, "hf", dtype=torch.float32)
+    monkeypatch.setattr(ckpt, "_PREAD", None if pread else False)
+    loaded = load(tmp_path, dtype=None)
+    assert ckpt._PREAD is pread
+    assert_same_weights(small, loaded)
+    with torch.no_grad():  # the parameters own their memory: writable, independent of the file
+        loaded.norm.weight.add_(1)
+    assert_same_weights(small, load(tmp_path, dtype=None))
+
+
 def test_load_converts_dtype_and_places_on_device(tiny_checkpoints):
     m = load(tiny_checkpoints["hf"], dtype=torch.bfloat16, device="cpu")
     assert {p.dtype for p in m.parameters()} == {torch.bfloat16}
