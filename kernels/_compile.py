@@ -188,7 +188,7 @@ def default_specs() -> list[KernelSpec]:
     )
     sample_ptrs = {
         "logits": "*fp32", "bias": "*fp32", "prompt_mask": "*u8", "counts": "*i32",
-        "allowed": "*u8", "temperature": "*fp32", "top_p": "*fp32", "top_k": "*i32",
+        "allowed": "*u8", "temperature": "*fp32", "top_p": "*fp64", "top_k": "*i32",
         "min_p_floor": "*fp32", "u": "*fp64", "rep_penalty": "*fp32", "pres_penalty": "*fp32",
         "freq_penalty": "*fp32", "z_buf": "*fp32", "probs": "*fp32", "tokens": "*i64",
     }  # fmt: skip

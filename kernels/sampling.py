@@ -18,8 +18,13 @@ survive (S7), and the top_p walk stops at the first failure (S8). A survivor is 
 ``key > t or (key == t and id <= cut)`` per stage; the draw (S9) is one prefix-sum pass in
 ascending id order.
 
-Precision: float32 throughout (the reference is float64): distributions agree to ~1e-6, and
-kept sets agree except when a threshold falls within float32 rounding of a value.
+Precision: values, exponentials and sums in float32 (the reference is float64); the targets
+``p * Z`` and ``u * Z`` and their comparisons in float64, so a top_p like 0.3 is not rounded to
+float32 first (that decides exact-tie cases such as 15 of 50 equal tokens at p = 0.3).
+Distributions agree to ~1e-6, and kept sets agree except when a threshold falls within float32
+rounding of a value, or exactly on a cumulative mass (20 tokens of mass 0.05 and top_p = 0.5:
+exactly 10 precede the cut, but the reference's float64 running sum of ten 0.05 is
+0.49999999999999994 and keeps an 11th); there the reference's own answer is rounding.
 """
 
 from __future__ import annotations
@@ -204,7 +209,7 @@ def _sample_kernel(
             )
             if k < n:
                 k_key, k_id = _cut(
-                    z_row, V, k.to(tl.float32), False, lo, zmax, temp, floor,
+                    z_row, V, k.to(tl.float64), False, lo, zmax, temp, floor,
                     k_key, k_id, p_key, p_id, BLOCK_V,
                 )  # fmt: skip
         if p < 1.0:  # S8 (p == 0 keeps the top token: a top-1 count cut)
@@ -213,7 +218,7 @@ def _sample_kernel(
                 z_row, V, KEY_NEG_INF, use_mass, zmax, temp, floor, k_key, k_id, p_key, p_id,
                 BLOCK_V,
             )  # fmt: skip
-            target = tl.where(use_mass, p * total, 1.0)
+            target = tl.where(use_mass, p * total.to(tl.float64), 1.0)
             p_key, p_id = _cut(
                 z_row, V, target, use_mass, lo, zmax, temp, floor, k_key, k_id, p_key, p_id,
                 BLOCK_V,
@@ -222,7 +227,7 @@ def _sample_kernel(
         mass, _unused_min, _unused_max = _weigh(
             z_row, V, KEY_NEG_INF, True, zmax, temp, floor, k_key, k_id, p_key, p_id, BLOCK_V
         )
-        target = tl.load(u + b).to(tl.float32) * mass
+        target = tl.load(u + b) * mass.to(tl.float64)
         run = 0.0
         token = ID_BIG
         last = -1
@@ -248,7 +253,7 @@ def _sample_kernel(
 
 
 def _per_row(x: float | int | torch.Tensor, B: int, dtype: torch.dtype, device) -> torch.Tensor:
-    t = torch.as_tensor(x, device=device).to(dtype)
+    t = torch.as_tensor(x, dtype=dtype, device=device)  # a Python float straight to float64
     return t.expand(B).contiguous() if t.dim() == 0 else t.contiguous()
 
 
@@ -293,7 +298,7 @@ def _run_sampler(
     tokens = torch.empty(B, device=dev, dtype=torch.int64)
     _sample_kernel[(B,)](
         logits, bias_t, prompt_t, counts_t, allowed_t,
-        _per_row(temperature, B, f32, dev), _per_row(top_p, B, f32, dev),
+        _per_row(temperature, B, f32, dev), _per_row(top_p, B, torch.float64, dev),
         _per_row(top_k, B, torch.int32, dev), floor, _per_row(u, B, torch.float64, dev), *pen,
         z_buf, probs, tokens, V,
         logits.stride(0), bias_t.stride(0), prompt_t.stride(0), counts_t.stride(0),
@@ -387,7 +392,7 @@ def _raw_logprobs_kernel(
         floor = float("-inf")  # keep -inf entries: the cut is over the whole vocabulary
         lo = tl.full((), KEY_NEG_INF, tl.int32)
         t, cut = _cut(
-            lp_row, V, top_n.to(tl.float32), False, lo, 0.0, 1.0, floor,
+            lp_row, V, top_n.to(tl.float64), False, lo, 0.0, 1.0, floor,
             KEY_OFF, 0, KEY_OFF, 0, BLOCK_V,
         )  # fmt: skip
         run = 0
@@ -461,7 +466,7 @@ def row_inputs(rows: Sequence[SampleRow], vocab: int, device) -> dict[str, torch
 
     out: dict[str, torch.Tensor | None] = {
         "temperature": column(lambda p: p.temperature, torch.float32),
-        "top_p": column(lambda p: p.top_p, torch.float32),
+        "top_p": column(lambda p: p.top_p, torch.float64),
         "top_k": column(lambda p: p.top_k, torch.int32),
         "min_p": column(lambda p: p.min_p, torch.float64),
         "logit_bias": None,
