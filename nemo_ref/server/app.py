@@ -34,7 +34,16 @@ from starlette.exceptions import HTTPException
 from ..engine import Engine
 from ..sampling.params import ParamError
 from . import protocol as P
-from .jobs import BadRequest, Job, JobFailed, build_job, check_tool_choice, outcome, request_grammar
+from .jobs import (
+    BadRequest,
+    Job,
+    JobFailed,
+    build_job,
+    check_tool_choice,
+    engine_alive,
+    outcome,
+    request_grammar,
+)
 from .streaming import SSE_HEADERS, chat_stream, completion_stream
 
 log = logging.getLogger("nemo_ref.server")
@@ -130,13 +139,13 @@ class ServerState:
             tools = body.tools_json()
             choice = body.tool_choice_json()
             check_tool_choice(tools, choice)
+            grammar = None  # first: it checks the schemas of tools and response_format
+            if body.structured_outputs is not False:
+                parallel = body.parallel_tool_calls is not False
+                grammar = request_grammar(body.response_format_json(), tools, choice, parallel)
             prompt_ids = self.tokenizer.encode_chat(body.messages, tools=tools)
         except (ParamError, ChatFormatError) as e:
             raise BadRequest(str(e), e.param) from e
-        grammar = None
-        if body.structured_outputs is not False:
-            parallel = body.parallel_tool_calls is not False
-            grammar = request_grammar(body.response_format_json(), tools, choice, parallel)
         offers_tools = bool(tools) and choice != "none"
         return build_job(
             self.engine,
@@ -146,6 +155,7 @@ class ServerState:
             grammar=grammar,
             tools=offers_tools,
             grammar_param="tools" if offers_tools else "response_format",
+            prompt_param="messages",
         )
 
     def completion_job(self, body: P.CompletionRequest) -> Job:
@@ -318,6 +328,8 @@ def create_app(
         if state.engine is None:
             status = "error" if state.load_error else "loading"
             return JSONResponse({"status": status, "error": state.load_error}, status_code=503)
+        if not engine_alive(state.engine):
+            return JSONResponse({"status": "error", "error": "the engine thread stopped"}, status_code=503)
         running, waiting = state.engine.load
         return {
             "status": "ok",

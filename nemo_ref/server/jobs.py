@@ -97,21 +97,26 @@ class Job:
         """
         remaining = len(self.seqs)
         ended = False
+        next_check = self.loop.time() + POLL_S
         try:
             while remaining:
                 try:
                     item = await asyncio.wait_for(self.queue.get(), POLL_S)
                 except asyncio.TimeoutError:  # (3.10: not yet the builtin TimeoutError)
-                    if disconnected is not None and await disconnected():
+                    item = None
+                if disconnected is not None and (item is None or self.loop.time() >= next_check):
+                    next_check = self.loop.time() + POLL_S
+                    if await disconnected():
                         return
-                    if not ended and (self.request.finished or not _alive(self.engine)):
+                if item is None:
+                    if not ended and (self.request.finished or not engine_alive(self.engine)):
                         # Deltas the engine sent before finishing are already queued: _END follows them.
                         ended = True
                         self.loop.call_soon(self.queue.put_nowait, _END)
                     continue
                 if item is _END:
                     err = self.request.error
-                    if err is None and not _alive(self.engine):
+                    if err is None and not engine_alive(self.engine):
                         err = "the engine thread stopped"
                     raise JobFailed(f"generation failed: {err or 'the request ended early'}")
                 yield item
@@ -128,7 +133,8 @@ class Job:
         return all(s.done for s in self.seqs)
 
 
-def _alive(engine: Engine) -> bool:
+def engine_alive(engine: Engine) -> bool:
+    """False once the engine's thread has died (an exception escaped a step)."""
     thread = getattr(engine, "_thread", None)
     return thread is None or thread.is_alive()
 
@@ -149,8 +155,12 @@ def build_job(
     grammar: str | None = None,
     tools: bool = False,
     grammar_param: str = "response_format",
+    prompt_param: str = "prompt",
 ) -> Job:
-    """Check the request against the context and build its choices (one Constraint each)."""
+    """Check the request against the context and build its choices (one Constraint each).
+
+    ``prompt_param`` is the field blamed for a prompt that is too long ("messages" for chat).
+    """
     factory = None
     if grammar is not None:
         from ..structured import Constraint, GrammarError
@@ -166,7 +176,7 @@ def build_job(
     try:
         seed, seqs = make_sequences(tokenizer, prompt_ids, params, engine.max_len, factory)
     except ParamError as e:
-        raise _blame(e, "messages") from e
+        raise BadRequest(str(e), prompt_param if e.param == "prompt" else e.param) from e
     return Job(engine, prompt_ids, seed, seqs, tools)
 
 
