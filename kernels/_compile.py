@@ -238,11 +238,12 @@ def main(argv: list[str] | None = None) -> int:
     if os.environ.get("TRITON_INTERPRET") == "1":
         parser.error("unset TRITON_INTERPRET: the interpreter cannot compile")
     failed = []
-    print(f"{'kernel':44} {'regs':>5} {'spill st/ld':>12} {'stack':>6} {'smem':>7} wgmma  secs")
+    if not args.json:
+        print(f"{'kernel':44} {'regs':>5} {'spill st/ld':>12} {'stack':>6} {'smem':>7} wgmma  secs")
     for spec in default_specs():
         s = compile_spec(spec, args.arch)
         if args.json:
-            print(json.dumps({**s.__dict__, "spills": s.spills}))
+            print(json.dumps({**s.__dict__, "spills": s.spills}), flush=True)
         else:
             print(
                 f"{s.label:44} {s.registers:5d} {s.spill_stores:5d}/{s.spill_loads:<6d} "

@@ -47,8 +47,8 @@ KEY_OFF: tl.constexpr = tl.constexpr(-(2**31))  # a threshold below every key: s
 ID_BIG: tl.constexpr = tl.constexpr(2**31 - 1)
 FLOAT_MAX = 3.4028234663852886e38  # min_p off: the floor -FLT_MAX drops only -inf
 
-DEFAULT_BLOCK_V = 2048
-DEFAULT_NUM_WARPS = 8
+DEFAULT_BLOCK_V = 4096
+DEFAULT_NUM_WARPS = 16
 
 
 @triton.jit
