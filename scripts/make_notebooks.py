@@ -162,10 +162,10 @@ NB01: list[Cell] = [
     ),
     md(
         r"""
-        The feed-forward network (SwiGLU: three 5120 x 14336 matrices per layer) holds about two
-        thirds of the parameters; the embedding table and the (untied) output projection are 0.67 B
-        each because the Tekken vocabulary has 131,072 entries. Attention is comparatively small
-        because of GQA: wk and wv are 1024 x 5120, a quarter of wq.
+        The feed-forward network (SwiGLU: three 5120 x 14336 matrices per layer) holds 72% of the
+        parameters; the embedding table and the (untied) output projection are 0.67 B each because
+        the Tekken vocabulary has 131,072 entries. Attention is comparatively small (17%) because of
+        GQA: wk and wv are 1024 x 5120, a quarter of wq.
 
         ## 3. The forward pass, stage by stage
 
