@@ -1446,7 +1446,7 @@ NB03: list[Cell] = [
         md_files = sorted(bench.glob("*.md")) if bench.is_dir() else []
         print(f"{bench}: {len(json_files)} JSON file(s), {len(md_files)} Markdown file(s)")
 
-        GPU_WORDS = ("h100", "h200", "a100", "l40", "nvidia", "cuda")
+        GPU_WORDS = ("h100", "h200", "a100", "l40", "nvidia")  # a GPU named anywhere in the file
 
 
         def mentions_gpu(obj):
@@ -1479,7 +1479,7 @@ NB03: list[Cell] = [
             display(Markdown("**No GPU run exists yet**: no file in `benchmarks/` carries GPU figures. "
                              "The roofline above is the only speed information in this notebook."))
         for name, doc in documents.items():
-            display(Markdown(f"### `{name}` ({'GPU' if name in gpu_files else 'no GPU named'})"))
+            display(Markdown(f"### `{name}` ({'names a GPU' if name in gpu_files else 'no GPU named'})"))
             if isinstance(doc, dict):
                 meta = {k: v for k, v in doc.items() if not isinstance(v, (list, dict))}
                 if meta:
