@@ -260,7 +260,7 @@ def _per_row(x: float | int | torch.Tensor, B: int, dtype: torch.dtype, device) 
 def _run_sampler(
     logits: torch.Tensor, u: torch.Tensor | float, write_probs: bool, *, temperature, top_p, top_k,
     min_p, repetition_penalty, presence_penalty, frequency_penalty, logit_bias, prompt_mask,
-    output_counts, allowed, block_v: int, num_warps: int,
+    output_counts, allowed, block_v: int, num_warps: int, check: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:  # fmt: skip
     """Launch ``_sample_kernel``: (tokens, probabilities or None, logits after S3)."""
     if logits.dim() != 2:
@@ -306,7 +306,7 @@ def _run_sampler(
         HAS_BIAS=logit_bias is not None, HAS_PENALTIES=has_pen, HAS_ALLOWED=allowed is not None,
         WRITE_PROBS=write_probs, BLOCK_V=block_v, num_warps=num_warps,
     )  # fmt: skip
-    if bool((tokens < 0).any()):
+    if check and bool((tokens < 0).any()):
         bad = (tokens < 0).nonzero().flatten().tolist()
         raise SamplingError(f"rows {bad}: every token is -inf after masks and penalties")
     return tokens, (probs if write_probs else None), z_buf
@@ -316,7 +316,7 @@ def sample(
     logits: torch.Tensor, *, temperature, top_p, top_k, min_p, u, repetition_penalty=None,
     presence_penalty=None, frequency_penalty=None, logit_bias=None, prompt_mask=None,
     output_counts=None, allowed=None, block_v: int = DEFAULT_BLOCK_V,
-    num_warps: int = DEFAULT_NUM_WARPS,
+    num_warps: int = DEFAULT_NUM_WARPS, check: bool = True,
 ) -> torch.Tensor:  # fmt: skip
     """One token per row (``LongTensor[B]``) following S0..S9.
 
@@ -325,13 +325,15 @@ def sample(
     numbers; ``logit_bias`` dense ``[B, V]``; ``prompt_mask`` ``[B, V]`` bool/uint8 (token in the
     prompt) and ``output_counts`` ``[B, V]`` int32 (counts in the generated output) feed the
     penalties; ``allowed`` ``[B, V]`` bool is the S0 mask. Raises ``SamplingError`` (a
-    ``ValueError``) if a row has no finite logit after S3 (this reads the result back: one sync).
+    ``ValueError``) if a row has no finite logit after S3; this reads the result back (one
+    device sync): ``check=False`` skips it and such rows return -1.
     """
     tokens, _, _ = _run_sampler(
         logits, u, False, temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
         repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
         frequency_penalty=frequency_penalty, logit_bias=logit_bias, prompt_mask=prompt_mask,
         output_counts=output_counts, allowed=allowed, block_v=block_v, num_warps=num_warps,
+        check=check,
     )  # fmt: skip
     return tokens
 
