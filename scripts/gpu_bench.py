@@ -134,22 +134,25 @@ def check_attention(b: Bench) -> None:
             b.check(f"{kind} {str(dtype)[6:]} T={T} start={starts} H={H}/{Hkv}", err, tol[dtype])
 
 
-def sdpa(q, k, v, causal: bool, flash: bool) -> tuple[torch.Tensor, str]:
-    """torch SDPA with native GQA, and which path ran: only the flash backend when asked (K/V
-    expanded if flash refuses GQA, which then costs a copy inside the timing)."""
+def sdpa(q, k, v, causal: bool, flash: bool) -> tuple[Callable[[], torch.Tensor], str]:
+    """A torch SDPA call with native GQA (only the flash backend when asked), and its label. If
+    the backend refuses GQA, K/V are expanded here, outside the timed call, and the label says so."""
     from contextlib import nullcontext
 
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    with sdpa_kernel([SDPBackend.FLASH_ATTENTION]) if flash else nullcontext():
-        try:
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=True)
-            return out, "flash" if flash else "default"
-        except RuntimeError:
-            rep = q.shape[1] // k.shape[1]
-            k, v = k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1)
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-            return out, ("flash" if flash else "default") + ", K/V expanded"
+    def run(k=k, v=v, gqa=True) -> torch.Tensor:
+        with sdpa_kernel([SDPBackend.FLASH_ATTENTION]) if flash else nullcontext():
+            return F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=gqa)
+
+    label = "flash" if flash else "default"
+    try:
+        run()
+        return run, label
+    except RuntimeError:
+        rep = q.shape[1] // k.shape[1]
+        k, v = k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1)
+        return (lambda: run(k, v, False)), label + ", K/V expanded beforehand"
 
 
 def bench_prefill(b: Bench) -> list[dict]:
@@ -163,11 +166,12 @@ def bench_prefill(b: Bench) -> list[dict]:
         zero = torch.zeros(1, dtype=torch.long, device=b.dev)
         flops = 4 * H * D * S * (S + 1) / 2  # visible (query, key) pairs x (QK^T + PV)
         t = b.ms(lambda q=q, k=k, v=v, zero=zero: A.prefill_attention(q, k, v, zero))
-        t_sdpa = b.ms(lambda q=q, k=k, v=v: sdpa(q, k, v, causal=True, flash=flash))
-        rows.append({"seq_len": S, "heads": f"{H}/{Hkv}x{D}", "sdpa": sdpa(q, k, v, True, flash)[1],
+        baseline, label = sdpa(q, k, v, causal=True, flash=flash)
+        t_sdpa = b.ms(baseline)
+        rows.append({"seq_len": S, "heads": f"{H}/{Hkv}x{D}", "sdpa": label,
                      "triton_ms": t,
-                     "triton_tflops": flops / t / 1e9, "sdpa_flash_ms": t_sdpa,
-                     "sdpa_flash_tflops": flops / t_sdpa / 1e9})  # fmt: skip
+                     "triton_tflops": flops / t / 1e9, "sdpa_ms": t_sdpa,
+                     "sdpa_tflops": flops / t_sdpa / 1e9})  # fmt: skip
         print(f"  prefill S={S}: triton {t:.3f} ms, sdpa {t_sdpa:.3f} ms", flush=True)
     return rows
 
@@ -191,9 +195,10 @@ def bench_decode(b: Bench, copy_bw: float) -> list[dict]:
         last = torch.full((B,), S - 1, device=b.dev)
         kv_bytes = 2 * k.numel() * k.element_size()
         t = b.ms(lambda q=q, k=k, v=v, last=last: A.decode_attention(q, k, v, last))
-        t_sdpa = b.ms(lambda q=q, k=k, v=v: sdpa(q, k, v, causal=False, flash=False))
+        baseline, label = sdpa(q, k, v, causal=False, flash=False)
+        t_sdpa = b.ms(baseline)
         gb_s = kv_bytes / t / 1e6
-        rows.append({"context": S, "batch": B, "sdpa": sdpa(q, k, v, False, False)[1],
+        rows.append({"context": S, "batch": B, "sdpa": label,
                      "kv_mib": kv_bytes / 2**20, "triton_ms": t,
                      "triton_gb_s": gb_s, "pct_of_copy_bw": 100 * gb_s / copy_bw,
                      "sdpa_ms": t_sdpa, "sdpa_gb_s": kv_bytes / t_sdpa / 1e6})  # fmt: skip
@@ -305,7 +310,7 @@ def check_model(b: Bench, model) -> None:
             logits.append(model(prompt[:, i : i + 1], b.sizes.prompt_len + i)[:, -1])
         out[backend] = torch.cat(logits).float()
     cos = torch.nn.functional.cosine_similarity(out["triton"], out["sdpa"], dim=1).min().item()
-    b.check(f"{b.sizes.preset} logits, triton vs sdpa backend (1 - cosine)", 1 - cos, 1e-3)
+    b.check(f"{b.sizes.preset} logits, triton vs sdpa backend (1 - cosine)", 1 - cos, 5e-3)
 
 
 def bench_model(b: Bench, model, copy_bw: float) -> list[dict]:
