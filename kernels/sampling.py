@@ -11,7 +11,8 @@ ranks while the mass before them is ``< p``" (S8) are the same question: find th
 ``t`` with ``W(key >= t) >= target``, where ``W`` counts tokens (target ``k``) or sums their
 ``exp(y)`` (target ``p * Z``). A binary search over the key range answers it, each step one
 pass over the row, snapping the bounds to keys that exist so it stops as soon as one value is
-left (at most 32 passes; ~20 on random logits). Every token with ``key > t`` survives; the tokens
+left (at most 32 passes; on random 131072-token rows ~11 for top_k = 50, ~8 more for
+top_p = 0.9 after it, ~16-22 for top_p alone). Every token with ``key > t`` survives; the tokens
 *tied* at ``t`` survive in ascending id order while ``W(key > t) + W(ties with smaller id) <
 target`` (one more pass with a prefix sum), so ties go to the lower id and exactly ``k`` tokens
 survive (S7), and the top_p walk stops at the first failure (S8). A survivor is then
@@ -166,10 +167,12 @@ def _sample_kernel(
       2. top_k (only if ``0 < k < #survivors``): 1 count pass, <= 32 search passes, 1 tie pass;
       3. top_p (only if ``p < 1``): the same with mass instead of counts;
       4. total mass of the survivors, then the prefix-sum draw (S9) in ascending id order.
-    Memory traffic: the inputs once (4 B/token of logits, 4 of bias, 1 of prompt mask, 4 of
-    counts, 1 of mask, each only if present), 4 B/token written, then 4 B/token read per pass,
-    from L2 (a row is 512 KiB, the batch's rows are spread over all SMs). Bound: ~2 + 2 *
-    (search passes) row reads when both top_k and top_p are on; a plain draw is 3 row reads.
+    Memory traffic: the inputs once from HBM (4 B/token of logits, 4 of bias, 1 of prompt mask,
+    4 of counts, 1 of mask, each only if present) and 4 B/token of z written, then 4 B/token per
+    pass, mostly from L2 (the batch's rows are spread over the SMs, one program each). A plain
+    draw is 2 more passes; top_k = 50 adds ~13, top_p = 0.9 after it ~10 (search passes above).
+    So the bound is the per-SM L2 read rate times ~25 passes, not HBM bandwidth: latency-bound
+    at batch 1 (one SM works), throughput-bound once the batch fills the SMs.
     Token -1 marks a row where every logit is -inf after S3 (an error: the launcher raises).
     """
     b = tl.program_id(0)
