@@ -198,14 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=cmd_generate)
 
     from .cli_checkpoint import add_checkpoint_commands
+    from .server.cli_serve import add_serve_command  # imports no server dependency until run
 
     add_checkpoint_commands(sub)
-    try:
-        from .server.cli_serve import add_serve_command
-    except ImportError:  # the server lands with its own issue; the CLI works without it
-        pass
-    else:
-        add_serve_command(sub)
+    add_serve_command(sub)
     return parser
 
 
