@@ -89,6 +89,16 @@ def test_both_read_paths_give_the_same_weights(small, tmp_path, monkeypatch, pre
     assert_same_weights(small, load(tmp_path, dtype=None))
 
 
+def test_loading_leaves_torch_initialisers_untouched(tiny_checkpoints):
+    """The meta skeleton is built with initialisers switched off (they would be discarded); they are
+    restored afterwards."""
+    saved = (torch.nn.init.normal_, torch.nn.init.uniform_, torch.nn.init.kaiming_uniform_)
+    load(tiny_checkpoints["mistral"], dtype=torch.bfloat16)
+    assert (torch.nn.init.normal_, torch.nn.init.uniform_, torch.nn.init.kaiming_uniform_) == saved
+    w = torch.nn.Linear(4, 4).weight
+    assert w.abs().sum() > 0
+
+
 def test_load_converts_dtype_and_places_on_device(tiny_checkpoints):
     m = load(tiny_checkpoints["hf"], dtype=torch.bfloat16, device="cpu")
     assert {p.dtype for p in m.parameters()} == {torch.bfloat16}
