@@ -1,7 +1,8 @@
 """Every kernel compiles for an H100 (sm_90) on this CPU-only machine; decode and sampling must not spill.
 
 The compile runs in a subprocess: it needs ``TRITON_INTERPRET`` unset (other test modules of this
-process set it), and a fresh Triton cache in a temporary directory, as on a clean CI machine.
+process set it), and a fresh Triton cache in a temporary directory, as on a clean CI machine. One
+test function, so pytest-xdist never compiles everything twice (a fixture runs once per worker).
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ import pytest
 
 pytest.importorskip("triton")
 
+MUST_NOT_SPILL = ("decode", "sample", "raw_logprobs")  # memory-bound: a spill is real traffic
 
-@pytest.fixture(scope="module")
-def stats(tmp_path_factory) -> dict[str, dict]:
+
+def test_every_kernel_compiles_for_sm90(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["TRITON_CACHE_DIR"] = str(tmp_path_factory.mktemp("triton_cache"))
+    env["TRITON_CACHE_DIR"] = str(tmp_path / "triton_cache")
     out = subprocess.run(
         [sys.executable, "-m", "nemo_ref.kernels._compile", "--json"],
         capture_output=True,
@@ -35,27 +37,15 @@ def stats(tmp_path_factory) -> dict[str, dict]:
             f"{r['shared_bytes']:7d} {r['wgmma']}"
         )
     assert rows, f"no kernel compiled:\n{out.stdout}\n{out.stderr}"
-    assert out.returncode == 0, f"{out.stdout}\n{out.stderr}"
-    return {r["label"]: r for r in rows}
-
-
-def test_every_kernel_compiles_for_sm90(stats):
+    stats = {r["label"]: r for r in rows}
     names = " ".join(stats)
     for kernel in ("prefill bf16", "prefill fp16", "prefill fp32", "decode split", "decode combine",
                    "sample", "raw_logprobs"):  # fmt: skip
-        assert kernel in names
-    assert all(0 < r["registers"] <= 255 for r in stats.values())
-
-
-@pytest.mark.parametrize("prefix", ["decode", "sample", "raw_logprobs"])
-def test_memory_bound_kernels_do_not_spill(stats, prefix):
+        assert kernel in names, f"{kernel} was not compiled"
     for label, r in stats.items():
-        if label.startswith(prefix):
+        assert 0 < r["registers"] <= 255, label
+        if label.startswith(MUST_NOT_SPILL):
             assert not r["spills"], f"{label} spills {r['spill_stores']} B / {r['spill_loads']} B"
-
-
-def test_prefill_uses_hopper_tensor_cores(stats):
-    # bf16/fp16 prefill tiles are big enough for warp-group MMA (wgmma) on sm_90.
-    for label, r in stats.items():
-        if label.startswith(("prefill bf16", "prefill fp16")):
-            assert r["wgmma"], label
+        if label.startswith(("prefill bf16", "prefill fp16")):  # Hopper warp-group MMA
+            assert r["wgmma"], f"{label} does not use wgmma"
+    assert out.returncode == 0, f"{out.stdout}\n{out.stderr}"
