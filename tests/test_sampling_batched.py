@@ -87,9 +87,7 @@ def same_top(a: list[tuple[int, float]], b: list[tuple[int, float]]) -> bool:
     return all(x[0] == y[0] or close(x[1], y[1]) for x, y in zip(a, b, strict=True))
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(batches())
-def test_batched_equals_reference(batch):
+def check_against_reference(batch) -> None:
     logits, rows = batch
     probs = distribution_batch(logits, rows)
     results = sample_batch(logits, rows)
@@ -101,6 +99,47 @@ def test_batched_equals_reference(batch):
         assert got.token == want.token
         assert close(got.logprob, want.logprob)
         assert same_top(got.top, want.top)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batches())
+def test_batched_equals_reference(batch):
+    check_against_reference(batch)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batches(max_vocab=64))
+def test_batched_equals_reference_on_its_fast_paths(batch):
+    # At these vocab sizes the shortcuts made for 131072 ids would not run. Shrink them: top_p
+    # alone starts from 2 candidates (and must grow), the k-th value search uses blocks of 2 ids.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(batched, "TOP_P_FIRST_CANDIDATES", 2)
+        patch.setattr(batched, "BLOCK", 2)
+        check_against_reference(batch)
+
+
+def test_full_vocabulary_top_k_equals_reference():
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(2, 131072, generator=g) * 3
+    # row 1: a five-way tie for rank 0, spread over blocks; top_k 3 keeps the three lowest ids
+    logits[1, [131071, 70000, 4000, 300, 7]] = logits[1].max() + 1
+    params = SamplingParams(top_k=3, top_p=0.95, min_p=0.01, temperature=0.7, repetition_penalty=1.2)
+    rows = [SampleRow(params, 4, b, 9, [1, 2, 1005], [1001]) for b in range(2)]
+    assert set(distribution_batch(logits[1:], rows[1:])[0].nonzero().flatten().tolist()) == {7, 300, 4000}
+    for b, row in enumerate(rows):
+        expected = ref.distribution(logits[b], params, row.prompt_tokens, row.output_tokens)
+        expected = torch.tensor(expected, dtype=torch.float64)
+        # alone (row 0 takes the block fast path, row 1 the dense one), then both together
+        for probs in (distribution_batch(logits[b : b + 1], [row])[0], distribution_batch(logits, rows)[b]):
+            assert torch.allclose(probs, expected, atol=TOL, rtol=0)
+        want = reference_result(logits[b], row).token
+        assert sample_batch(logits[b : b + 1], [row])[0].token == sample_batch(logits, rows)[b].token == want
+
+
+def test_logprobs_are_computed_only_when_asked():
+    logits = torch.tensor([[0.0, 1.0, 2.0]])
+    result = sample_batch(logits, [SampleRow(SamplingParams(), 1, 0, 0, [], [])])[0]
+    assert math.isnan(result.logprob) and result.top == []
 
 
 def test_top_p_candidate_growth_on_a_flat_distribution():
@@ -159,7 +198,10 @@ def test_does_not_modify_the_callers_logits_and_accepts_a_strided_view():
 
 def test_draw_falls_back_to_the_last_token_with_weight():
     final = torch.tensor([[0.0, 0.0, -math.inf, -math.inf]], dtype=torch.float64)
-    assert batched._draw(final, torch.tensor([1.0], dtype=torch.float64)).tolist() == [1]
+    u = torch.tensor([1.0], dtype=torch.float64)
+    assert batched._draw(batched._Group([0], None, final), u).tolist() == [1]
+    packed = batched._Group([0], torch.tensor([[3, 8, 9, 10]]), final)  # ids of packed survivors
+    assert batched._draw(packed, u).tolist() == [8]
 
 
 def test_errors_match_the_reference():

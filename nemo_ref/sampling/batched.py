@@ -1,18 +1,20 @@
 """The batched torch sampler: the reference's pipeline (reference.py) for a whole decode step at once.
 
 This is the generation loop's default sampler. Rows have their own parameters, histories, masks and
-draws; every step is vectorised over the rows that use it and skipped when no row does. The math is
-the reference's, in float64 (on CPU and CUDA alike), op for op where it matters (S1..S7 and the S9
-comparison are the same float operations), so distributions agree to ~1e-15 and tokens agree unless
-a draw lands within an ulp of a boundary.
+draws. The math is the reference's, in float64 (on CPU and CUDA alike) and op for op where a
+decision depends on it (S1..S7 and the S9 comparison are the same float operations), so
+distributions agree to ~1e-15 and tokens agree unless a draw lands within an ulp of a boundary.
 
-Cost at vocab 131072 (see benchmarks/sampler-cpu.md): a handful of elementwise passes, one cumsum
-for the draw, no sort of the vocabulary:
+Where the time goes at vocab 131072 (benchmarks/sampler-cpu.md): a few dense passes over the
+logits (float64 copy, the max, S5), then everything else on small tensors:
 - penalties touch only the history's ids (gather/scatter), never a dense [B, V] count table;
-- top_k: torch.topk finds the k-th value, then an exact tie rule (lower ids win) on a mask;
-- top_p: sorts only candidates, i.e. the top_k survivors, or else the tokens at or above the
-  1024th (then 8192nd, ...) value until the kept prefix is complete: one full sort only when the
-  distribution is so flat that a 65536-token prefix does not reach p.
+- truncation packs the survivors first: S6 keeps z >= ln(min_p) and S7 the first k ranks, both
+  prefixes of the rank order, so every survivor lies at or above max(ln(min_p), k-th largest
+  value) (torch.topk finds it). Only those candidates are sorted (for the exact rank order) and
+  walked for top_p. top_p alone has no such bound: it takes the tokens at or above the 1024th
+  value, and grows that guess x8 until the candidates' mass reaches p;
+- the S9 draw runs on the packed survivors (in ascending id order, like the reference);
+- logprobs are computed only for rows that ask for them (raw ones need a dense normaliser).
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ __all__ = ["SampleResult", "SampleRow", "distribution_batch", "sample_batch"]
 
 NEG_INF = -math.inf
 DTYPE = torch.float64
+FLOAT64_MIN = torch.finfo(DTYPE).min  # a threshold that keeps every finite logit and no -inf
 TOP_P_FIRST_CANDIDATES = 1024  # top_p's first guess at how many ranks it needs; grows x8
+BLOCK = 64  # block size of the n-th-largest search (see _candidates)
 
 
 @dataclass
@@ -48,19 +52,25 @@ class SampleRow:
 
 
 @dataclass
+class _Group:
+    """Rows of the batch and their final logits: packed survivors, ids ascending (ids None: all
+    V ids in order, vals dense). Padding is id V with value -inf."""
+
+    rows: list[int]
+    ids: torch.Tensor | None
+    vals: torch.Tensor
+
+
+@dataclass
 class _Processed:
-    raw: torch.Tensor  # [B, V] after S0: raw logprobs come from here
-    penalised: torch.Tensor  # [B, V] after S3: greedy rows' final logits
-    final: torch.Tensor  # [B, V] after S8 (rows that sample); greedy rows: unspecified
+    raw: torch.Tensor | None  # [B, V] after S0 (kept only when a row wants raw logprobs)
+    penalised: torch.Tensor  # [B, V] after S3, for the greedy rows (the others' rows: undefined)
+    groups: list[_Group]  # the sampling rows after S8
     greedy: list[bool]
 
 
-def _select(rows: Sequence[SampleRow], want) -> list[int]:
-    return [b for b, row in enumerate(rows) if want(row.params)]
-
-
-def _column(rows: Sequence[SampleRow], idx: list[int], get, device) -> torch.Tensor:
-    return torch.tensor([get(rows[b].params) for b in idx], dtype=DTYPE, device=device)
+def _column(values: list, device, dtype=DTYPE) -> torch.Tensor:
+    return torch.tensor(values, dtype=dtype, device=device)
 
 
 def _history(rows, idx, vocab, device, with_prompt: bool) -> torch.Tensor:
@@ -101,120 +111,154 @@ def _bias(z: torch.Tensor, rows: Sequence[SampleRow]) -> None:  # S1
     if keys:  # ids are distinct within a row (dict keys), so a plain += is exact
         flat = z.view(-1)
         k = torch.tensor(keys, device=z.device)
-        flat[k] += torch.tensor(values, dtype=DTYPE, device=z.device)
+        flat[k] += _column(values, z.device)
 
 
 def _repetition(z: torch.Tensor, rows: Sequence[SampleRow]) -> None:  # S2
-    idx = _select(rows, lambda p: p.repetition_penalty != 1)
+    idx = [b for b, row in enumerate(rows) if row.params.repetition_penalty != 1]
     if not idx:
         return
     vocab, flat = z.shape[1], z.view(-1)
-    keys = torch.unique(_history(rows, idx, vocab, z.device, with_prompt=True))
-    penalty = torch.ones(len(rows), dtype=DTYPE, device=z.device)
-    penalty[idx] = _column(rows, idx, lambda p: p.repetition_penalty, z.device)
-    r = penalty[keys // vocab]
+    keys = torch.unique(_history(rows, idx, vocab, z.device, with_prompt=True))  # once per token
+    r = _column([row.params.repetition_penalty for row in rows], z.device)[keys // vocab]
     x = flat[keys]
     flat[keys] = torch.where(x > 0, x / r, x * r)
 
 
 def _presence_frequency(z: torch.Tensor, rows: Sequence[SampleRow]) -> None:  # S3
-    idx = _select(rows, lambda p: p.presence_penalty != 0 or p.frequency_penalty != 0)
+    idx = [b for b, r in enumerate(rows) if r.params.presence_penalty or r.params.frequency_penalty]
     if not idx:
         return
     vocab, flat = z.shape[1], z.view(-1)
-    keys, counts = torch.unique(_history(rows, idx, vocab, z.device, with_prompt=False), return_counts=True)
-    pres = torch.zeros(len(rows), dtype=DTYPE, device=z.device)
-    freq = torch.zeros(len(rows), dtype=DTYPE, device=z.device)
-    pres[idx] = _column(rows, idx, lambda p: p.presence_penalty, z.device)
-    freq[idx] = _column(rows, idx, lambda p: p.frequency_penalty, z.device)
+    history = _history(rows, idx, vocab, z.device, with_prompt=False)
+    keys, counts = torch.unique(history, return_counts=True)
     owner = keys // vocab
-    flat[keys] -= counts.to(DTYPE) * freq[owner] + pres[owner]  # the reference's expression
+    presence = _column([row.params.presence_penalty for row in rows], z.device)[owner]
+    frequency = _column([row.params.frequency_penalty for row in rows], z.device)[owner]
+    flat[keys] -= counts.to(DTYPE) * frequency + presence  # the reference's expression
 
 
-# ---- S5..S8: temperature and truncation ---------------------------------------------------------
+# ---- S6..S8 on packed candidates ----------------------------------------------------------------
 
 
-def _min_p(z: torch.Tensor, idx: list[int], rows) -> None:  # S6
-    cut = torch.tensor([math.log(rows[b].params.min_p) for b in idx], dtype=DTYPE, device=z.device)
-    sub = z[idx]
-    z[idx] = sub.masked_fill(sub < cut[:, None], NEG_INF)
+def _pack(values: torch.Tensor, keep: torch.Tensor, ids: torch.Tensor | None, vocab: int):
+    """The kept entries of each row packed to the left, in column order: (ids, values), padded
+    with id `vocab` and value -inf to the longest row. `ids`: each column's token id (None: the
+    column index). Columns are in ascending id order, and so is the result."""
+    rows = values.shape[0]
+    count = keep.sum(1)
+    r, col = keep.nonzero(as_tuple=True)  # row-major: ascending columns within a row
+    pos = torch.arange(r.numel(), device=values.device) - (count.cumsum(0) - count)[r]
+    width = max(int(count.max()), 1)
+    packed_ids = torch.full((rows, width), vocab, dtype=torch.long, device=values.device)
+    packed = torch.full((rows, width), NEG_INF, dtype=values.dtype, device=values.device)
+    packed_ids[r, pos] = col if ids is None else ids[r, col]
+    packed[r, pos] = values[r, col]
+    return packed_ids, packed
 
 
-def _top_k(z: torch.Tensor, idx: list[int], rows) -> None:  # S7
-    """Keep exactly k per row: everything above the k-th value, then the lowest-id ties of it."""
-    sub = z[idx]
-    k = torch.tensor([rows[b].params.top_k for b in idx], device=z.device)
-    kth = torch.topk(sub, int(k.max()), dim=1).values.gather(1, (k - 1)[:, None])
-    above = sub > kth
-    ties = sub == kth
-    room = k[:, None] - above.sum(1, keepdim=True)
-    keep = above | (ties & (ties.cumsum(1) <= room))
-    z[idx] = sub.masked_fill(~keep, NEG_INF)
+def _candidates(z: torch.Tensor, n: torch.Tensor, floor: torch.Tensor):
+    """Every token with z >= max(floor, the row's n-th largest value) (n = 0: floor alone), packed
+    by ascending id. floor must exclude -inf.
 
-
-def _ranked(z: torch.Tensor, n: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per row, every finite token at or above the row's n-th largest value, in exact rank order.
-
-    Returns (ids, values, count), padded to the longest row with id = V and value = -inf. Taking
-    the whole tie group at the n-th value (not topk's arbitrary pick among ties) makes the result
-    a true prefix of the rank order; `nonzero` lists ids ascending, and a stable sort by value
-    descending then breaks ties by lower id, as the spec's order demands.
+    Fast path, when every row has a small n: the n-th largest block maximum (blocks of BLOCK ids)
+    is a lower bound b of the n-th largest value v, and the n blocks with the largest maxima hold
+    every value above b, so v is found in those n * BLOCK entries. When b < v they also hold every
+    candidate; when b == v, ties of v may sit in other blocks, and the dense path decides.
     """
     rows, vocab = z.shape
-    n = n.clamp(max=vocab)
-    nth = torch.topk(z, int(n.max()), dim=1).values.gather(1, (n - 1)[:, None])
-    candidate = (z >= nth) & (z > NEG_INF)
-    count = candidate.sum(1)
-    r, ids = candidate.nonzero(as_tuple=True)
-    pos = torch.arange(r.numel(), device=z.device) - (count.cumsum(0) - count)[r]
-    width = int(count.max())
-    packed_ids = torch.full((rows, width), vocab, dtype=torch.long, device=z.device)
-    packed = torch.full((rows, width), NEG_INF, dtype=z.dtype, device=z.device)
-    packed_ids[r, pos] = ids
-    packed[r, pos] = z[r, ids]
-    packed, order = torch.sort(packed, dim=1, descending=True, stable=True)
-    return packed_ids.gather(1, order), packed, count
+    n_max = int(n.max())
+    if n_max > 0 and bool((n > 0).all()) and vocab % BLOCK == 0 and 4 * n_max * BLOCK <= vocab:
+        blocks = z.view(rows, vocab // BLOCK, BLOCK)
+        best = torch.topk(blocks.amax(2), n_max, dim=1)
+        bound = best.values.gather(1, (n - 1)[:, None])
+        picked = best.indices.sort(dim=1).values[:, :, None]  # ascending blocks: ascending ids
+        window = blocks.gather(1, picked.expand(-1, -1, BLOCK)).reshape(rows, -1)
+        nth = torch.topk(window, n_max, dim=1).values.gather(1, (n - 1)[:, None])
+        if bool((bound < nth).all()):
+            ids = (picked * BLOCK + torch.arange(BLOCK, device=z.device)).reshape(rows, -1)
+            return _pack(window, window >= torch.maximum(nth, floor[:, None]), ids, vocab)
+    threshold = floor[:, None]
+    if n_max > 0:
+        nth = torch.topk(z, n_max, dim=1).values.gather(1, (n - 1).clamp(min=0)[:, None])
+        threshold = torch.where(n[:, None] > 0, torch.maximum(threshold, nth), threshold)
+    return _pack(z, z >= threshold, None, vocab)
 
 
-def _top_p(z: torch.Tensor, idx: list[int], rows) -> None:  # S8
-    sub = z[idx]
-    vocab = sub.shape[1]
-    p = torch.tensor([rows[b].params.top_p for b in idx], dtype=DTYPE, device=z.device)
-    finite = (sub > NEG_INF).sum(1)
-    k = torch.tensor([rows[b].params.top_k for b in idx], device=z.device)
-    # Candidates: top_k's survivors when it ran (all of them), else a first guess that grows.
-    n = torch.where(k > 0, k, TOP_P_FIRST_CANDIDATES).clamp(max=finite)
-    m = sub.amax(1, keepdim=True)
-    total = torch.exp(sub - m).sum(1, keepdim=True)
-    pending = torch.ones(len(idx), dtype=torch.bool, device=z.device)
-    while bool(pending.any()):
-        todo = pending.nonzero().flatten()
-        ids, values, count = _ranked(sub[todo], n[todo])
-        q = torch.exp(values - m[todo]) / total[todo]
-        mass = q.cumsum(1)  # inclusive; the mass of ranks < r is mass[r - 1]
+def _rank(packed: torch.Tensor) -> torch.Tensor:
+    """Positions in rank order. The packed ids ascend, so a stable sort by value descending puts
+    ties lower id first: exactly the spec's order."""
+    return torch.sort(packed, dim=1, descending=True, stable=True).indices
+
+
+def _truncate(z: torch.Tensor, params: list[SamplingParams], n: torch.Tensor, total):
+    """S6..S8 for rows whose survivors all lie within the candidates z >= max(ln min_p, n-th
+    largest value) (n = 0: no n-th value). `total`: None, or (mass, count) of S6's survivors over
+    every id, needed by rows with top_p and no top_k. Returns (ids, vals, done): done is False for
+    top_p-only rows whose candidates may be too few (mass short of p, survivors left out)."""
+    vocab, dev = z.shape[1], z.device
+    cut = _column([math.log(p.min_p) if p.min_p > 0 else NEG_INF for p in params], dev)
+    k = torch.tensor([p.top_k if 0 < p.top_k < vocab else 0 for p in params], device=dev)
+    top_p = _column([p.top_p for p in params], dev)
+    ids, vals = _candidates(z, n, cut.clamp(min=FLOAT64_MIN))  # S6 is z >= ln(min_p): done
+    count = (vals > NEG_INF).sum(1)
+    if not bool(((k > 0) | (top_p < 1)).any()):
+        return ids, vals, torch.ones_like(k, dtype=torch.bool)  # min_p alone: packing was S6
+    order = _rank(vals)
+    ranked = vals.gather(1, order)
+    rank = torch.arange(ranked.shape[1], device=dev)[None, :]
+    ranked = ranked.masked_fill((k[:, None] > 0) & (rank >= k[:, None]), NEG_INF)  # S7: k first
+    done = torch.ones_like(k, dtype=torch.bool)
+    if bool((top_p < 1).any()):  # S8 on the renormalised survivors, in rank order
+        w = torch.exp(ranked)  # max z is 0 after S5: exp(z - max) = exp(z)
+        mass_of_all = w.sum(1) if total is None else torch.where(k > 0, w.sum(1), total[0])
+        mass = (w / mass_of_all[:, None]).cumsum(1)
         before = torch.cat([torch.zeros_like(mass[:, :1]), mass[:, :-1]], dim=1)
-        keep = before < p[todo, None]
-        keep[:, 0] = True  # rank 0 always stays (top_p = 0 keeps one token)
-        # Complete when the candidates' mass reaches p (the next rank fails) or they are all.
-        done = (mass[:, -1] >= p[todo]) | (count >= finite[todo])
-        mask = torch.zeros(len(todo), vocab + 1, dtype=torch.bool, device=z.device)
-        mask.scatter_(1, ids, keep)  # padding writes to column V, dropped below
-        finished = todo[done]
-        sub[finished] = sub[finished].masked_fill(~mask[done, :vocab], NEG_INF)
-        pending[finished] = False
-        n[todo] = (n[todo] * 8).clamp(max=finite[todo])
-    z[idx] = sub
+        # rank 0 always stays; rows with top_p = 1 skip S8 (a float sum can reach 1.0 early)
+        fails = (before >= top_p[:, None]) & (rank >= 1) & (top_p < 1)[:, None]
+        ranked = ranked.masked_fill(fails, NEG_INF)
+        if total is not None:  # top_p alone: are all the survivors of S6 among the candidates?
+            total, survivors = total
+            done = (k > 0) | (top_p == 1) | (mass[:, -1] >= top_p) | (count >= survivors)
+    vals = torch.empty_like(vals).scatter_(1, order, ranked)  # back to ascending ids
+    return ids, vals, done
 
 
-def _process(logits: torch.Tensor, rows: Sequence[SampleRow]) -> _Processed:
+def _survivors(final: torch.Tensor, params: list[SamplingParams]) -> tuple[torch.Tensor, torch.Tensor]:
+    """S6..S8 for rows that truncate; `final` = their logits after S5. Returns packed (ids, vals)."""
+    vocab = final.shape[1]
+    k = torch.tensor([p.top_k if 0 < p.top_k < vocab else 0 for p in params], device=final.device)
+    top_p_alone = torch.tensor([p.top_p < 1 for p in params], device=final.device) & (k == 0)
+    n = torch.where(top_p_alone, TOP_P_FIRST_CANDIDATES, k).clamp(max=vocab)
+    total = None
+    if bool(top_p_alone.any()):  # top_p's normaliser: the mass of S6's survivors, over every id
+        cut = [math.log(p.min_p) if p.min_p > 0 else NEG_INF for p in params]
+        keep = final >= _column(cut, final.device).clamp(min=FLOAT64_MIN)[:, None]
+        total = (torch.where(keep, torch.exp(final), 0.0).sum(1), keep.sum(1))  # mass, count
+    while True:
+        ids, vals, done = _truncate(final, params, n, total)
+        if bool(done.all()):
+            return ids, vals
+        # rare (a flat distribution): more ranks needed; rows already done get the same result
+        n = torch.where(done, n, (n * 8).clamp(max=vocab))
+
+
+# ---- the pipeline, S9 and the public entry points -----------------------------------------------
+
+
+def _truncates(p: SamplingParams, vocab: int) -> bool:
+    return p.min_p > 0 or 0 < p.top_k < vocab or p.top_p < 1
+
+
+def _process(logits: torch.Tensor, rows: Sequence[SampleRow], keep_raw: bool) -> _Processed:
     if logits.dim() != 2 or logits.shape[0] != len(rows):
         raise SamplingError(f"logits {tuple(logits.shape)} for {len(rows)} rows; expected [B, V]")
-    z = logits.to(DTYPE, copy=True).contiguous()  # never edit the caller's tensor
-    top = z.amax(1)
-    if bool(torch.isnan(top).any() | (top == math.inf).any()):  # amax propagates NaN
+    top = logits.amax(1)  # amax propagates NaN
+    if bool(torch.isnan(top).any() | (top == math.inf).any()):
         raise SamplingError("logits contain NaN or +inf")
+    z = logits.to(DTYPE, copy=True).contiguous()  # never edit the caller's tensor
     _constrain(z, rows)
-    raw = z.clone()
+    raw = z.clone() if keep_raw else None
     _bias(z, rows)
     _repetition(z, rows)
     _presence_frequency(z, rows)
@@ -225,71 +269,106 @@ def _process(logits: torch.Tensor, rows: Sequence[SampleRow]) -> _Processed:
     if bool((m == math.inf).any()):  # only a repetition_penalty below ~1e-300 can overflow
         raise SamplingError("a logit overflowed to +inf in S2 (repetition_penalty too small)")
     greedy = [row.params.greedy for row in rows]
-    # S5 for every row (greedy rows divide by 1 and are then ignored): one pass, no branching.
-    t = torch.tensor([r.params.temperature or 1.0 for r in rows], dtype=DTYPE, device=z.device)
-    final = (z - m) / t[:, None]
     sampling = [b for b in range(len(rows)) if not greedy[b]]
-    for step, want in (
-        (_min_p, lambda p: p.min_p > 0),
-        (_top_k, lambda p: 0 < p.top_k < final.shape[1]),
-        (_top_p, lambda p: p.top_p < 1),
-    ):
-        idx = [b for b in sampling if want(rows[b].params)]
-        if idx:
-            step(final, idx, rows)
-    return _Processed(raw, z, final, greedy)
+    groups = []
+    if sampling:
+        every = len(sampling) == len(rows)  # avoid copying [B, V] tensors by index when we can
+        # S5: shift first ... (in place when no greedy row needs S3's logits any more)
+        final = z.sub_(m) if every else z[sampling] - m[sampling]
+        t = _column([rows[b].params.temperature for b in sampling], z.device)
+        if bool((t != 1).any()):  # ... then divide (by 1 is exact: skipping it changes nothing)
+            final /= t[:, None]
+        vocab = z.shape[1]
+        cut = [j for j, b in enumerate(sampling) if _truncates(rows[b].params, vocab)]
+        plain = [j for j, b in enumerate(sampling) if not _truncates(rows[b].params, vocab)]
+        if plain:
+            groups.append(_Group([sampling[j] for j in plain], None, final if not cut else final[plain]))
+        if cut:
+            params = [rows[sampling[j]].params for j in cut]
+            ids, vals = _survivors(final if not plain else final[cut], params)
+            groups.append(_Group([sampling[j] for j in cut], ids, vals))
+    return _Processed(raw, z, groups, greedy)
 
 
-# ---- S9 and the public entry points -------------------------------------------------------------
+def _draw(group: _Group, u: torch.Tensor) -> torch.Tensor:  # S9
+    """Smallest id whose running weight (ascending ids) exceeds u * total: the reference's rule.
+    Packed survivors give the same running sums as the dense row (the zeros add nothing)."""
+    w = torch.exp(group.vals)  # max z is 0 after S5, and rank 0 survives S6..S8
+    running = torch.cumsum(w, 1)  # sequential on CPU: the reference's sums
+    pos = torch.searchsorted(running, (u * running[:, -1])[:, None], right=True)[:, 0]
+    width = w.shape[1]
+    if bool((pos >= width).any()):  # u * total rounded up to total: the last token with weight
+        columns = torch.arange(width, device=w.device)
+        last = torch.where(w > 0, columns, -1).amax(1)
+        pos = torch.where(pos < width, pos, last)
+    return pos if group.ids is None else group.ids.gather(1, pos[:, None])[:, 0]
 
 
-def _draw(final: torch.Tensor, u: torch.Tensor) -> torch.Tensor:  # S9
-    """Smallest id whose running weight (ascending ids) exceeds u * total: the reference's rule."""
-    w = torch.exp(final - final.amax(1, keepdim=True))
-    running = torch.cumsum(w, 1)  # sequential on CPU: the same sums as the reference
-    threshold = (u * running[:, -1]).unsqueeze(1).contiguous()
-    token = torch.searchsorted(running, threshold, right=True).squeeze(1)
-    last_with_weight = w.shape[1] - 1 - (w > 0).flip(1).to(torch.int8).argmax(1)
-    return torch.where(token < w.shape[1], token, last_with_weight)
+def _first_max(z: torch.Tensor) -> torch.Tensor:
+    """S4 per row: the lowest id among the maxima (not left to argmax's tie rule on any device)."""
+    ids = torch.arange(z.shape[1], device=z.device)
+    return torch.where(z == z.amax(1, keepdim=True), ids, z.shape[1]).amin(1)
 
 
-def _log_softmax(z: torch.Tensor) -> torch.Tensor:
-    m = z.amax(1, keepdim=True)
-    return (z - m) - torch.log(torch.exp(z - m).sum(1, keepdim=True))
+def _logprobs(vals: torch.Tensor, ids: torch.Tensor | None, token: int, n: int):
+    """One row's log_softmax: the token's entry and the n best (id, logprob), ties lower id first."""
+    m = vals.max()
+    lp = (vals - m) - torch.log(torch.exp(vals - m).sum())  # the reference's expression
+    pos = token if ids is None else int((ids == token).nonzero()[0, 0])
+    top: list[tuple[int, float]] = []
+    if n:
+        nth = torch.topk(lp, min(n, lp.numel())).values[-1]
+        candidates = ((lp >= nth) & (lp > NEG_INF)).nonzero()[:, 0]  # ascending ids, all ties
+        pick = candidates[torch.sort(lp[candidates], descending=True, stable=True).indices[:n]]
+        top_ids = pick if ids is None else ids[pick]
+        top = list(zip(top_ids.tolist(), lp[pick].tolist(), strict=True))
+    return float(lp[pos]), top
 
 
 def distribution_batch(logits: torch.Tensor, rows: Sequence[SampleRow]) -> torch.Tensor:
     """[B, V] float64 final distributions (one-hot on the S4 token for greedy rows)."""
-    out = _process(logits, rows)
-    probs = torch.softmax(out.final, dim=1)
+    out = _process(logits, rows, keep_raw=False)
+    batch, vocab = out.penalised.shape
+    probs = torch.zeros(batch, vocab + 1, dtype=DTYPE, device=logits.device)  # column V: padding
     for b, is_greedy in enumerate(out.greedy):
         if is_greedy:
-            probs[b] = 0.0
-            probs[b, int(torch.argmax(out.penalised[b]))] = 1.0  # argmax: first max = lowest id
-    return probs
+            probs[b, int(_first_max(out.penalised[b : b + 1]))] = 1.0
+    for group in out.groups:
+        w = torch.exp(group.vals)
+        q = w / w.sum(1, keepdim=True)
+        if group.ids is None:
+            probs[group.rows, :vocab] = q
+        else:
+            probs[group.rows] = torch.zeros_like(probs[group.rows]).scatter_(1, group.ids, q)
+    return probs[:, :vocab]
 
 
 def sample_batch(logits: torch.Tensor, rows: Sequence[SampleRow]) -> list[SampleResult]:
-    """One token per row, with its logprob and top_logprobs in the row's logprobs_mode."""
-    out = _process(logits, rows)
-    device = logits.device
-    u = torch.tensor([uniform(r.seed, r.choice, r.step) for r in rows], dtype=DTYPE, device=device)
-    greedy = torch.tensor(out.greedy, device=device)
-    tokens = torch.where(greedy, out.penalised.argmax(1), _draw(out.final, u))
-    processed = [r.params.logprobs_mode == "processed" for r in rows]
-    source = torch.where(
-        torch.tensor(processed, device=device)[:, None],
-        torch.where(greedy[:, None], out.penalised, out.final),  # the spec: S3's logits at T = 0
-        out.raw,
-    )
-    logprobs = _log_softmax(source)
-    chosen = logprobs.gather(1, tokens[:, None]).squeeze(1).tolist()
-    tops: list[list[tuple[int, float]]] = [[] for _ in rows]
-    want = [b for b, r in enumerate(rows) if r.params.top_logprobs > 0]
-    if want:
-        n = torch.tensor([rows[b].params.top_logprobs for b in want], device=device)
-        ids, values, _ = _ranked(logprobs[want], n)
-        for j, b in enumerate(want):
-            pairs = zip(ids[j].tolist(), values[j].tolist(), strict=True)
-            tops[b] = [(i, v) for i, v in pairs if v > NEG_INF][: rows[b].params.top_logprobs]
-    return [SampleResult(t, lp, top) for t, lp, top in zip(tokens.tolist(), chosen, tops, strict=True)]
+    """One token per row. `logprob` and `top` (in the row's logprobs_mode) are computed for rows
+    with params.logprobs; other rows get NaN and [] (a raw logprob costs a full-vocabulary pass)."""
+    keep_raw = any(r.params.logprobs and r.params.logprobs_mode == "raw" for r in rows)
+    out = _process(logits, rows, keep_raw)
+    tokens = [0] * len(rows)
+    greedy_rows = [b for b, g in enumerate(out.greedy) if g]
+    if greedy_rows:  # S4
+        for b, t in zip(greedy_rows, _first_max(out.penalised[greedy_rows]).tolist(), strict=True):
+            tokens[b] = t
+    packed_of: dict[int, tuple[torch.Tensor | None, torch.Tensor]] = {}
+    for group in out.groups:
+        u = [uniform(rows[b].seed, rows[b].choice, rows[b].step) for b in group.rows]
+        drawn = _draw(group, _column(u, logits.device)).tolist()
+        for j, b in enumerate(group.rows):
+            tokens[b] = drawn[j]
+            packed_of[b] = (None if group.ids is None else group.ids[j], group.vals[j])
+    results = []
+    for b, row in enumerate(rows):
+        p = row.params
+        if not p.logprobs:
+            results.append(SampleResult(tokens[b], math.nan, []))
+            continue
+        if p.logprobs_mode == "raw":
+            ids, vals = None, out.raw[b]
+        else:  # processed: the final logits (S8), or S3's at T = 0 (the spec)
+            ids, vals = packed_of.get(b, (None, out.penalised[b]))
+        results.append(SampleResult(tokens[b], *_logprobs(vals, ids, tokens[b], p.top_logprobs)))
+    return results
