@@ -28,6 +28,7 @@ from fastapi import FastAPI
 from fastapi import Request as HTTPRequest
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
@@ -226,6 +227,14 @@ def completion_body(job: Job, env: P.Envelope, tokenizer: Any) -> dict:
     return {**env.head("text_completion"), "choices": choices, "usage": P.usage(len(job.prompt_ids), n_out)}
 
 
+def _sse_response(gen, job: Job) -> StreamingResponse:
+    # The generator cancels the job when the client goes away; the background task covers a
+    # disconnect before the generator ever started (it then never runs its `finally`).
+    return StreamingResponse(
+        gen, media_type="text/event-stream", headers=SSE_HEADERS, background=BackgroundTask(job.cancel)
+    )
+
+
 # ---- the app ------------------------------------------------------------------------------------
 
 
@@ -374,7 +383,7 @@ def create_app(
         env = s.envelope("chatcmpl", job.seed)
         if body.stream:
             gen = chat_stream(job, env, s.tokenizer, include_usage=body.include_usage())
-            return StreamingResponse(gen, media_type="text/event-stream", headers=SSE_HEADERS)
+            return _sse_response(gen, job)
         if not await job.run(http.is_disconnected):
             return Response(status_code=499)  # the client went away; its slots are already free
         return JSONResponse(chat_body(job, env, s.tokenizer))
@@ -391,7 +400,7 @@ def create_app(
         env = s.envelope("cmpl", job.seed)
         if body.stream:
             gen = completion_stream(job, env, s.tokenizer, include_usage=body.include_usage())
-            return StreamingResponse(gen, media_type="text/event-stream", headers=SSE_HEADERS)
+            return _sse_response(gen, job)
         if not await job.run(http.is_disconnected):
             return Response(status_code=499)
         return JSONResponse(completion_body(job, env, s.tokenizer))
