@@ -4,7 +4,9 @@ the spec's wording (not through rng.py), plus range, grid and uniformity propert
 from __future__ import annotations
 
 import hashlib
+import re
 import struct
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -82,3 +84,12 @@ def test_random_seed_is_a_valid_nonnegative_64_bit_seed():
     assert len(seeds) == 50
     assert all(0 <= s < 2**63 for s in seeds)
     uniform(max(seeds), 0, 0)
+
+
+def test_the_vectors_published_in_docs_sampling_md():
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "sampling.md").read_text()
+    section = doc.split("## Randomness")[1].split("## Logprobs")[0]
+    rows = re.findall(r"^\| (-?\d+) \| (\d+) \| (\d+) \| ([0-9.]+) \|$", section, re.MULTILINE)
+    assert len(rows) >= 5
+    for seed, choice, step, value in rows:
+        assert spec_uniform(int(seed), int(choice), int(step)) == float(value)

@@ -200,6 +200,7 @@ def _truncate(z: torch.Tensor, params: list[SamplingParams], n: torch.Tensor, to
     cut = _column([math.log(p.min_p) if p.min_p > 0 else NEG_INF for p in params], dev)
     k = torch.tensor([p.top_k if 0 < p.top_k < vocab else 0 for p in params], device=dev)
     top_p = _column([p.top_p for p in params], dev)
+    mass_all, survivors = total if total is not None else (None, None)
     ids, vals = _candidates(z, n, cut.clamp(min=FLOAT64_MIN))  # S6 is z >= ln(min_p): done
     count = (vals > NEG_INF).sum(1)
     if not bool(((k > 0) | (top_p < 1)).any()):
@@ -211,14 +212,13 @@ def _truncate(z: torch.Tensor, params: list[SamplingParams], n: torch.Tensor, to
     done = torch.ones_like(k, dtype=torch.bool)
     if bool((top_p < 1).any()):  # S8 on the renormalised survivors, in rank order
         w = torch.exp(ranked)  # max z is 0 after S5: exp(z - max) = exp(z)
-        mass_of_all = w.sum(1) if total is None else torch.where(k > 0, w.sum(1), total[0])
-        mass = (w / mass_of_all[:, None]).cumsum(1)
+        norm = w.sum(1) if mass_all is None else torch.where(k > 0, w.sum(1), mass_all)
+        mass = (w / norm[:, None]).cumsum(1)
         before = torch.cat([torch.zeros_like(mass[:, :1]), mass[:, :-1]], dim=1)
         # rank 0 always stays; rows with top_p = 1 skip S8 (a float sum can reach 1.0 early)
         fails = (before >= top_p[:, None]) & (rank >= 1) & (top_p < 1)[:, None]
         ranked = ranked.masked_fill(fails, NEG_INF)
-        if total is not None:  # top_p alone: are all the survivors of S6 among the candidates?
-            total, survivors = total
+        if survivors is not None:  # top_p alone: are all S6's survivors among the candidates?
             done = (k > 0) | (top_p == 1) | (mass[:, -1] >= top_p) | (count >= survivors)
     vals = torch.empty_like(vals).scatter_(1, order, ranked)  # back to ascending ids
     return ids, vals, done
@@ -251,6 +251,7 @@ def _truncates(p: SamplingParams, vocab: int) -> bool:
 
 
 def _process(logits: torch.Tensor, rows: Sequence[SampleRow], keep_raw: bool) -> _Processed:
+    """S0..S8 for the batch: greedy rows stop at S3, the others end as groups of final logits."""
     if logits.dim() != 2 or logits.shape[0] != len(rows):
         raise SamplingError(f"logits {tuple(logits.shape)} for {len(rows)} rows; expected [B, V]")
     top = logits.amax(1)  # amax propagates NaN
