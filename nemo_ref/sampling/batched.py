@@ -161,23 +161,25 @@ def _candidates(z: torch.Tensor, n: torch.Tensor, floor: torch.Tensor):
     """Every token with z >= max(floor, the row's n-th largest value) (n = 0: floor alone), packed
     by ascending id. floor must exclude -inf.
 
-    Fast path, when every row has a small n: the n-th largest block maximum (blocks of BLOCK ids)
-    is a lower bound b of the n-th largest value v, and the n blocks with the largest maxima hold
-    every value above b, so v is found in those n * BLOCK entries. When b < v they also hold every
-    candidate; when b == v, ties of v may sit in other blocks, and the dense path decides.
+    Fast path, when every row has a small n: cut the row into blocks of BLOCK ids and take the
+    n_max blocks with the largest maxima (the window). Every value above the n-th largest block
+    maximum lies in the window, and at least n values reach that maximum, so the n-th largest value
+    is the window's n-th largest. Tokens outside the window are at most the largest maximum left
+    out; when that is below the threshold, the window holds every candidate. Otherwise (a tie
+    across blocks at the cut) the dense path decides.
     """
     rows, vocab = z.shape
     n_max = int(n.max())
     if n_max > 0 and bool((n > 0).all()) and vocab % BLOCK == 0 and 4 * n_max * BLOCK <= vocab:
         blocks = z.view(rows, vocab // BLOCK, BLOCK)
-        best = torch.topk(blocks.amax(2), n_max, dim=1)
-        bound = best.values.gather(1, (n - 1)[:, None])
-        picked = best.indices.sort(dim=1).values[:, :, None]  # ascending blocks: ascending ids
+        best = torch.topk(blocks.amax(2), n_max + 1, dim=1)
+        picked = best.indices[:, :n_max].sort(dim=1).values[:, :, None]  # ascending ids
         window = blocks.gather(1, picked.expand(-1, -1, BLOCK)).reshape(rows, -1)
         nth = torch.topk(window, n_max, dim=1).values.gather(1, (n - 1)[:, None])
-        if bool((bound < nth).all()):
+        threshold = torch.maximum(nth, floor[:, None])
+        if bool((best.values[:, n_max : n_max + 1] < threshold).all()):
             ids = (picked * BLOCK + torch.arange(BLOCK, device=z.device)).reshape(rows, -1)
-            return _pack(window, window >= torch.maximum(nth, floor[:, None]), ids, vocab)
+            return _pack(window, window >= threshold, ids, vocab)
     threshold = floor[:, None]
     if n_max > 0:
         nth = torch.topk(z, n_max, dim=1).values.gather(1, (n - 1).clamp(min=0)[:, None])
