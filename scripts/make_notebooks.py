@@ -1435,103 +1435,156 @@ NB03: list[Cell] = [
 
         ## 5. Benchmark results in `benchmarks/`
 
-        Timings are taken only on a GPU, by one script, and committed with the card's name. Whatever
-        is there is rendered below.
+        Kernel timings are taken only on a GPU, by one script (`scripts/gpu_bench.py`, which checks
+        every kernel against its reference before timing anything), and committed as
+        `benchmarks/gpu-<card>.json` with the card's name; other scripts record CPU results (the
+        sampler, the model against transformers). Whatever is committed is rendered below.
         """
     ),
     code(
         r"""
         bench = ROOT / "benchmarks"
-        json_files = sorted(bench.glob("*.json")) if bench.is_dir() else []
-        md_files = sorted(bench.glob("*.md")) if bench.is_dir() else []
-        print(f"{bench}: {len(json_files)} JSON file(s), {len(md_files)} Markdown file(s)")
-
-        GPU_WORDS = ("h100", "h200", "a100", "l40", "nvidia")  # a GPU named anywhere in the file
-
-
-        def mentions_gpu(obj):
-            text = json.dumps(obj).lower()
-            return any(w in text for w in GPU_WORDS)
-
-
-        def record_lists(obj, path="$"):
-            # Every list of flat dicts inside a JSON document: the tables of results.
-            if isinstance(obj, list) and obj and all(isinstance(r, dict) for r in obj):
-                yield path, obj
-            if isinstance(obj, dict):
-                for key, value in obj.items():
-                    yield from record_lists(value, f"{path}.{key}")
-
-
-        def cell(x):
-            if isinstance(x, float):
-                return f"{x:.4g}"
-            if isinstance(x, (dict, list)):
-                return json.dumps(x)[:60]
-            return str(x)
-
-
-        documents = {}
-        for f in json_files:
-            documents[f.name] = json.loads(f.read_text())
-        gpu_files = [name for name, doc in documents.items() if mentions_gpu(doc)]
-        if not gpu_files:
-            display(Markdown("**No GPU run exists yet**: no file in `benchmarks/` carries GPU figures. "
-                             "The roofline above is the only speed information in this notebook."))
-        for name, doc in documents.items():
-            display(Markdown(f"### `{name}` ({'names a GPU' if name in gpu_files else 'no GPU named'})"))
-            if isinstance(doc, dict):
-                meta = {k: v for k, v in doc.items() if not isinstance(v, (list, dict))}
-                if meta:
-                    md_table(["field", "value"], [(k, cell(v)) for k, v in meta.items()])
-            for path, records in record_lists(doc):
-                cols = list(dict.fromkeys(k for r in records for k in r))
-                display(Markdown(f"`{path}`: {len(records)} row(s)"))
-                md_table(cols, [[cell(r.get(c, "")) for c in cols] for r in records[:40]])
-        for f in md_files:
-            display(Markdown(f"### `{f.name}`\n\n" + f.read_text()))
+        documents = {f.name: json.loads(f.read_text()) for f in sorted(bench.glob("*.json"))} if bench.is_dir() else {}
+        gpu_reports = {n: d for n, d in documents.items()
+                       if isinstance(d, dict) and "card" in d and not d.get("dry_run") and "cpu" not in str(d["card"]).lower()}
+        print(f"{bench.relative_to(ROOT)}/: {', '.join(documents) or 'no JSON results'}")
+        if gpu_reports:
+            display(Markdown("GPU runs: " + ", ".join(f"`{n}` ({d['card']}, {d.get('date', '?')})" for n, d in gpu_reports.items())))
+        else:
+            display(Markdown("**No GPU run exists yet.** No file in `benchmarks/` holds timings from a GPU, so this "
+                             "notebook has no measured kernel speed to show: the roofline of section 4 is the only "
+                             "speed information here. Results from CPU runs, if any, follow."))
         """
     ),
     md(
         r"""
-        Where a result table has a numeric size column and a time or throughput column, it is plotted
-        below, one line per remaining setting (nothing is drawn when no such table exists).
+        ### GPU runs
+
+        For each GPU report: the correctness checks that gated the timings, then prefill throughput
+        against torch's SDPA, decode attention's bandwidth against the card's measured copy bandwidth
+        (the bound of section 4), the sampler against a sort-based torch sampler, and batch-1 decode of
+        the full-size architecture against the `copy bandwidth / 23.15 GB` floor.
         """
     ),
     code(
         r"""
-        X_NAMES = ("context", "seq_len", "S", "T", "batch", "B", "vocab", "V", "tokens")
-        Y_HINTS = ("ms", "us", "gb_s", "gbps", "tflops", "tok_s", "tokens_per_s", "bandwidth", "time")
+        def show_table(records, title):
+            if not records:
+                return
+            cols = list(dict.fromkeys(k for r in records for k in r))
+            fmt = lambda x: f"{x:.4g}" if isinstance(x, float) else str(x)  # noqa: E731
+            display(Markdown(f"**{title}**"))
+            md_table(cols, [[fmt(r.get(c, "")) for c in cols] for r in records])
 
 
-        def numeric(records, key):
-            return all(isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool) for r in records)
+        def lines(ax, records, x, ys, **kw):
+            for y in ys:
+                pts = sorted((r[x], r[y]) for r in records if isinstance(r.get(y), (int, float)))
+                if pts:
+                    ax.plot(*zip(*pts), "o-", label=y, **kw)
 
 
-        plotted = 0
-        for name, doc in documents.items():
-            for path, records in record_lists(doc):
-                x = next((k for k in X_NAMES if numeric(records, k)), None)
-                ys = [k for k in records[0] if numeric(records, k) and k != x and any(h in k.lower() for h in Y_HINTS)]
-                if x is None or not ys:
-                    continue
-                labels = [k for k in records[0] if k != x and not numeric(records, k)]
-                fig, axes = plt.subplots(1, len(ys), figsize=(6 * len(ys), 3.8), squeeze=False)
-                for ax, y in zip(axes[0], ys):
-                    groups = {}
-                    for r in records:
-                        groups.setdefault(" ".join(str(r.get(k)) for k in labels), []).append((r[x], r[y]))
-                    for label, pts in groups.items():
-                        pts.sort()
-                        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=label[:50] or y)
-                    ax.set(xlabel=x, ylabel=y, title=f"{name} {path}")
-                    if max(r[x] for r in records) / max(1, min(r[x] for r in records)) > 50:
-                        ax.set_xscale("log", base=2)
+        for name, rep in gpu_reports.items():
+            display(Markdown(f"#### `{name}`: {rep['card']}"))
+            checks = rep.get("checks", [])
+            print(f"torch {rep.get('torch')}, triton {rep.get('triton')}, {rep.get('date')}; "
+                  f"copy bandwidth {rep.get('copy_gb_s', float('nan')):.0f} GB/s; "
+                  f"checks passed: {sum(c['ok'] for c in checks)} of {len(checks)}")
+            panels = [k for k in ("prefill", "decode", "sampler") if rep.get(k)]
+            if panels:
+                fig, axes = plt.subplots(1, len(panels) + ("decode" in panels), figsize=(5.5 * (len(panels) + 1), 4), squeeze=False)
+                axes = list(axes[0])
+                if "prefill" in panels:
+                    ax = axes.pop(0)
+                    lines(ax, rep["prefill"], "seq_len", ["triton_tflops", "sdpa_tflops"])
+                    ax.set(xscale="log", xlabel="sequence length (causal, batch 1)", ylabel="TFLOP/s", title="prefill")
+                    ax.legend(fontsize=8)
+                if "decode" in panels:
+                    for ax, (x, fixed) in zip(axes[:2], [("context", "batch"), ("batch", "context")]):
+                        # one series: the other variable at its most common value (batch 1; context 4k)
+                        values = [r[fixed] for r in rep["decode"]]
+                        common = max(set(values), key=values.count)
+                        recs = [r for r in rep["decode"] if r[fixed] == common]
+                        lines(ax, recs, x, ["triton_gb_s", "sdpa_gb_s"])
+                        ax.axhline(rep.get("copy_gb_s", float("nan")), color="gray", ls=":", label="copy bandwidth")
+                        ax.set(xscale="log", xlabel=x, ylabel="GB/s of KV read", title=f"decode attention, {fixed} {common}")
+                        ax.legend(fontsize=8)
+                    axes = axes[2:]
+                if "sampler" in panels:
+                    ax = axes.pop(0)
+                    for setting in dict.fromkeys(r["setting"] for r in rep["sampler"]):
+                        recs = [r for r in rep["sampler"] if r["setting"] == setting]
+                        for y, style in (("triton_ms", "o-"), ("torch_sort_ms", "x--")):
+                            pts = sorted((r["batch"], r[y]) for r in recs)
+                            ax.plot(*zip(*pts), style, label=f"{y[:-3]}, {setting}")
+                    ax.set(xscale="log", yscale="log", xlabel="batch (rows of 131072 logits)", ylabel="ms", title="sampler")
                     ax.legend(fontsize=7)
                 plt.tight_layout()
                 plt.show()
-                plotted += 1
-        print(f"{plotted} plot(s) from benchmarks/")
+            for key in ("prefill", "decode", "sampler", "e2e"):
+                show_table(rep.get(key, []), key)
+            failed = [c for c in checks if not c["ok"]]
+            if failed:
+                show_table(failed, "FAILED checks")
+        """
+    ),
+    md(
+        r"""
+        ### Other results
+
+        Every other result file, with the Markdown summary its script wrote next to it (if any), and
+        a plot of its timings against batch size or length where it has them.
+        """
+    ),
+    code(
+        r"""
+        def flatten(record, prefix=""):
+            # {"impl": {"median_ms": 1.2}} -> {"impl.median_ms": 1.2}
+            out = {}
+            for k, v in record.items():
+                if isinstance(v, dict):
+                    out.update(flatten(v, f"{prefix}{k}."))
+                else:
+                    out[f"{prefix}{k}"] = v
+            return out
+
+
+        def record_lists(obj):
+            if isinstance(obj, list) and obj and all(isinstance(r, dict) for r in obj):
+                yield obj
+            elif isinstance(obj, dict):
+                for v in obj.values():
+                    yield from record_lists(v)
+
+
+        X_NAMES = ("batch", "context", "seq_len", "tokens", "vocab")
+        others = {n: d for n, d in documents.items() if n not in gpu_reports}
+        for name, doc in others.items():
+            summary = bench / (Path(name).stem + ".md")
+            display(Markdown(f"#### `{name}`"))
+            if summary.exists():
+                text = summary.read_text()
+                if text.startswith("# "):  # its title, as a caption
+                    title, _, text = text.partition("\n")
+                    text = f"**{title[2:]}**\n" + text
+                display(Markdown(text.replace("\n# ", "\n##### ").replace("\n## ", "\n##### ")))
+            for records in record_lists(doc):
+                flat = [flatten(r) for r in records]
+                numeric = lambda k: all(isinstance(r.get(k), (int, float)) and not isinstance(r.get(k), bool) for r in flat)  # noqa: E731
+                x = next((k for k in X_NAMES if numeric(k)), None)
+                times = [k for k in flat[0] if numeric(k) and k.endswith("median_ms")] or [
+                    k for k in flat[0] if numeric(k) and k.endswith("_ms")]
+                if x is None or not times:
+                    continue
+                fig, ax = plt.subplots(figsize=(7, 3.8))
+                lines(ax, flat, x, times)
+                ax.set(xlabel=x, ylabel="ms", yscale="log", title=name)
+                if len({r[x] for r in flat}) > 2:
+                    ax.set_xscale("log", base=2)
+                ax.legend(fontsize=8)
+                plt.show()
+        if not others:
+            print("no other results")
         """
     ),
 ]
