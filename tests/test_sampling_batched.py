@@ -123,7 +123,10 @@ def test_full_vocabulary_top_k_equals_reference():
     logits = torch.randn(2, 131072, generator=g) * 3
     # row 1: a five-way tie for rank 0, spread over blocks; top_k 3 keeps the three lowest ids
     logits[1, [131071, 70000, 4000, 300, 7]] = logits[1].max() + 1
-    params = SamplingParams(top_k=3, top_p=0.95, min_p=0.01, temperature=0.7, repetition_penalty=1.2)
+    params = SamplingParams(
+        top_k=3, top_p=0.95, min_p=0.01, temperature=0.7, repetition_penalty=1.2, logprobs=True,
+        top_logprobs=7,
+    )  # fmt: skip
     rows = [SampleRow(params, 4, b, 9, [1, 2, 1005], [1001]) for b in range(2)]
     assert set(distribution_batch(logits[1:], rows[1:])[0].nonzero().flatten().tolist()) == {7, 300, 4000}
     for b, row in enumerate(rows):
@@ -132,8 +135,10 @@ def test_full_vocabulary_top_k_equals_reference():
         # alone (row 0 takes the block fast path, row 1 the dense one), then both together
         for probs in (distribution_batch(logits[b : b + 1], [row])[0], distribution_batch(logits, rows)[b]):
             assert torch.allclose(probs, expected, atol=TOL, rtol=0)
-        want = reference_result(logits[b], row).token
-        assert sample_batch(logits[b : b + 1], [row])[0].token == sample_batch(logits, rows)[b].token == want
+        want = reference_result(logits[b], row)
+        for got in (sample_batch(logits[b : b + 1], [row])[0], sample_batch(logits, rows)[b]):
+            assert got.token == want.token and close(got.logprob, want.logprob)
+            assert same_top(got.top, want.top)  # raw logprobs: the block search over 131072 ids
 
 
 def test_logprobs_are_computed_only_when_asked():

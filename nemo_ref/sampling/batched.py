@@ -319,12 +319,15 @@ def _logprobs(vals: torch.Tensor, ids: torch.Tensor | None, token: int, n: int):
     lp = (vals - m) - torch.log(torch.exp(vals - m).sum())  # the reference's expression
     pos = token if ids is None else int((ids == token).nonzero()[0, 0])
     top: list[tuple[int, float]] = []
-    if n:
-        nth = torch.topk(lp, min(n, lp.numel())).values[-1]
-        candidates = ((lp >= nth) & (lp > NEG_INF)).nonzero()[:, 0]  # ascending ids, all ties
-        pick = candidates[torch.sort(lp[candidates], descending=True, stable=True).indices[:n]]
-        top_ids = pick if ids is None else ids[pick]
-        top = list(zip(top_ids.tolist(), lp[pick].tolist(), strict=True))
+    if n:  # the tokens at or above the n-th logprob (ties included), then the exact rank order
+        n_row = torch.tensor([min(n, lp.numel())], device=lp.device)
+        floor = torch.tensor([FLOAT64_MIN], dtype=DTYPE, device=lp.device)
+        cols, values = _candidates(lp[None], n_row, floor)
+        order = _rank(values)[0, :n]
+        cols, values = cols[0, order], values[0, order]
+        cols, values = cols[values > NEG_INF], values[values > NEG_INF]  # drop the padding
+        top_ids = cols if ids is None else ids[cols]
+        top = list(zip(top_ids.tolist(), values.tolist(), strict=True))
     return float(lp[pos]), top
 
 
