@@ -108,7 +108,7 @@ def _prefill_kernel(
     """
     pid_m = tl.program_id(0)
     h = tl.program_id(1)
-    b = tl.program_id(2)
+    b = tl.program_id(2).to(tl.int64)  # b * stride_b overflows int32 on a 128k-token cache
     kvh = h // GROUP
     pos0 = tl.load(start_pos + b).to(tl.int32)
 
@@ -242,7 +242,7 @@ def _decode_split_kernel(
     """
     split = tl.program_id(0)
     kvh = tl.program_id(1)
-    b = tl.program_id(2)
+    b = tl.program_id(2).to(tl.int64)  # b * stride_b overflows int32 on a 128k-token cache
     length = tl.minimum(tl.load(start_pos + b).to(tl.int32) + 1, S)
     kv_lo = split * split_len
     kv_hi = tl.minimum(kv_lo + split_len, length)
@@ -297,7 +297,7 @@ def _decode_combine_kernel(
     float32 read and ``D`` elements written per (row, head): microseconds, launch-bound.
     """
     h = tl.program_id(0)
-    b = tl.program_id(1)
+    b = tl.program_id(1).to(tl.int64)
     offs_s = tl.arange(0, BLOCK_S)
     offs_d = tl.arange(0, HEAD_DIM)
     m = float("-inf")

@@ -175,7 +175,7 @@ def _sample_kernel(
     at batch 1 (one SM works), throughput-bound once the batch fills the SMs.
     Token -1 marks a row where every logit is -inf after S3 (an error: the launcher raises).
     """
-    b = tl.program_id(0)
+    b = tl.program_id(0).to(tl.int64)  # b * V exceeds 2**31 past batch 16383
     z_row = z_buf + b * stride_z
     rep = tl.load(rep_penalty + b) if HAS_PENALTIES else 1.0
     pres = tl.load(pres_penalty + b) if HAS_PENALTIES else 0.0
@@ -372,7 +372,7 @@ def _raw_logprobs_kernel(
     in ascending id order (the launcher orders them by value). Memory traffic: logits (and mask)
     read twice, logprobs written once, then ~20 reads of the logprobs row for the cut.
     """
-    b = tl.program_id(0)
+    b = tl.program_id(0).to(tl.int64)
     m = float("-inf")
     s = 0.0
     for start in range(0, V, BLOCK_V):
