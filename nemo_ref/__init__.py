@@ -1,7 +1,7 @@
 """nemo_ref: a readable reference implementation of Mistral Nemo 12B and its sampler.
 
 The public surface (DESIGN.md) is re-exported here lazily, so that ``import nemo_ref`` needs only
-torch, and the tokenizer, server and structured-output dependencies load only when used.
+torch, safetensors and numpy, and the tokenizer, server and structured-output dependencies load only when used.
 """
 
 from __future__ import annotations
@@ -10,7 +10,12 @@ import importlib
 from typing import Any
 
 from .config import ModelArgs
+
+# Bound eagerly: a lazy lookup of `generate` would import the submodule nemo_ref.generate, and Python
+# would then bind the module over the function of the same name.
+from .generate import Completion, generate, stream
 from .model import Transformer
+from .sampling.params import SamplingParams
 
 __all__ = [
     "Completion",
@@ -28,10 +33,6 @@ _LAZY = {
     "load_model": "nemo_ref.checkpoint",
     "save_checkpoint": "nemo_ref.checkpoint",
     "load_tokenizer": "nemo_ref.tokenizer",
-    "SamplingParams": "nemo_ref.sampling.params",
-    "generate": "nemo_ref.generate",
-    "stream": "nemo_ref.generate",
-    "Completion": "nemo_ref.generate",
 }
 
 

@@ -265,3 +265,12 @@ def test_logit_bias_ids_checked_against_vocab(model, tok):
     with pytest.raises(ParamError) as e:
         generate(model, tok, "Hi", SamplingParams(max_tokens=1, logit_bias={V: 1.0}))
     assert e.value.param == "logit_bias"
+
+
+def test_public_names_are_the_functions():
+    import nemo_ref
+    import nemo_ref.server.jobs  # imports the nemo_ref.generate submodule
+
+    assert callable(nemo_ref.generate) and callable(nemo_ref.stream)
+    assert nemo_ref.generate is generate
+    assert nemo_ref.SamplingParams is SamplingParams
