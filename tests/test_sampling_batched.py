@@ -204,9 +204,9 @@ def test_does_not_modify_the_callers_logits_and_accepts_a_strided_view():
 def test_draw_falls_back_to_the_last_token_with_weight():
     final = torch.tensor([[0.0, 0.0, -math.inf, -math.inf]], dtype=torch.float64)
     u = torch.tensor([1.0], dtype=torch.float64)
-    assert batched._draw(batched._Group([0], None, final), u).tolist() == [1]
+    assert batched._draw(batched._Group([0], None, final), u, keep_vals=True).tolist() == [1]
     packed = batched._Group([0], torch.tensor([[3, 8, 9, 10]]), final)  # ids of packed survivors
-    assert batched._draw(packed, u).tolist() == [8]
+    assert batched._draw(packed, u, keep_vals=False).tolist() == [8]
 
 
 def test_errors_match_the_reference():

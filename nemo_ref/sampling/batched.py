@@ -293,16 +293,21 @@ def _process(logits: torch.Tensor, rows: Sequence[SampleRow], keep_raw: bool) ->
     return _Processed(raw, z, groups, greedy)
 
 
-def _draw(group: _Group, u: torch.Tensor) -> torch.Tensor:  # S9
+def _draw(group: _Group, u: torch.Tensor, keep_vals: bool) -> torch.Tensor:  # S9
     """Smallest id whose running weight (ascending ids) exceeds u * total: the reference's rule.
-    Packed survivors give the same running sums as the dense row (the zeros add nothing)."""
-    w = torch.exp(group.vals)  # max z is 0 after S5, and rank 0 survives S6..S8
-    running = torch.cumsum(w, 1)  # sequential on CPU: the reference's sums
+    Packed survivors give the same running sums as the dense row (the zeros add nothing).
+    Unless keep_vals, group.vals is overwritten: a fresh [B, V] buffer costs page faults."""
+    # w = exp(z - max z) = exp(z): max z is 0 after S5, and rank 0 survives S6..S8.
+    w = torch.exp(group.vals) if keep_vals else group.vals.exp_()
+    running = w.cumsum_(1)  # sequential on CPU: the reference's sums
     pos = torch.searchsorted(running, (u * running[:, -1])[:, None], right=True)[:, 0]
-    width = w.shape[1]
-    if bool((pos >= width).any()):  # u * total rounded up to total: the last token with weight
-        columns = torch.arange(width, device=w.device)
-        last = torch.where(w > 0, columns, -1).amax(1)
+    width = running.shape[1]
+    if bool((pos >= width).any()):
+        # Unreachable for u < 1 (the total is >= 1, and then u * total rounds below it); a guard
+        # that matches the reference: the last token with weight (where the running sum grows).
+        before = torch.nn.functional.pad(running[:, :-1], (1, 0))
+        columns = torch.arange(width, device=running.device)
+        last = torch.where(running > before, columns, -1).amax(1)
         pos = torch.where(pos < width, pos, last)
     return pos if group.ids is None else group.ids.gather(1, pos[:, None])[:, 0]
 
@@ -362,7 +367,10 @@ def sample_batch(logits: torch.Tensor, rows: Sequence[SampleRow]) -> list[Sample
     packed_of: dict[int, tuple[torch.Tensor | None, torch.Tensor]] = {}
     for group in out.groups:
         u = [uniform(rows[b].seed, rows[b].choice, rows[b].step) for b in group.rows]
-        drawn = _draw(group, _column(u, logits.device)).tolist()
+        processed = [
+            rows[b].params.logprobs and rows[b].params.logprobs_mode == "processed" for b in group.rows
+        ]
+        drawn = _draw(group, _column(u, logits.device), keep_vals=any(processed)).tolist()
         for j, b in enumerate(group.rows):
             tokens[b] = drawn[j]
             packed_of[b] = (None if group.ids is None else group.ids[j], group.vals[j])
