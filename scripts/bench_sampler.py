@@ -170,15 +170,17 @@ def write_markdown(path: Path, meta: dict, results: list[dict]) -> None:
         "conversion is one of its few dense passes), finds the k-th value with a block-wise "
         "`torch.topk`, sorts and walks only the candidates for top_p, touches only the history's "
         "ids for the penalties, and draws from the packed survivors. Neither computes logprobs "
-        "here (`logprobs=False`). The pure-Python reference is the readable oracle, not meant for "
+        "in the comparison (`logprobs=False`; the last column shows their cost). The pure-Python reference is the readable oracle, not meant for "
         "serving; its cost is per step for the whole batch (one row after another).",
         "",
         "Batch 8 over batch 1 (per step): every knob on "
         f"{ratio('nemo_ref_batched'):.1f}x, all knobs off {ratio('nemo_ref_batched_all_knobs_off'):.1f}x, "
         f"transformers {ratio('transformers_chain_multinomial'):.1f}x. With every knob off the "
-        "sampler needs a full-vocabulary float64 exp and cumulative sum per row (the draw is over "
-        "every token), and at batch 8 those 8 MB passes leave the cache on a machine whose memory "
-        f"bandwidth is shared (load average {meta['load_average']} at the start of this run).",
+        "sampler draws over the whole vocabulary: a float64 exp and cumulative sum per row. With "
+        "every knob on, the dense work is the float64 copy, the max, S5 and a block maximum; the "
+        "rest runs on a few dozen packed candidates. Raw logprobs add a full-vocabulary "
+        "normaliser per row that asks for them. The machine's load average was "
+        f"{meta['load_average']} at the start of this run.",
         "",
     ]
     path.write_text("\n".join(lines))

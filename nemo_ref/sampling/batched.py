@@ -10,10 +10,10 @@ logits (float64 copy, the max, S5), then everything else on small tensors:
 - penalties touch only the history's ids (gather/scatter), never a dense [B, V] count table;
 - truncation packs the survivors first: S6 keeps z >= ln(min_p) and S7 the first k ranks, both
   prefixes of the rank order, so every survivor lies at or above max(ln(min_p), k-th largest
-  value) (torch.topk finds it). Only those candidates are sorted (for the exact rank order) and
-  walked for top_p. top_p alone has no such bound: it takes the tokens at or above the 1024th
-  value, and grows that guess x8 until the candidates' mass reaches p;
-- the S9 draw runs on the packed survivors (in ascending id order, like the reference);
+  value). A block-wise torch.topk finds that value (see _candidates). Only those candidates are
+  sorted (for the exact rank order) and walked for top_p. top_p alone has no such bound: it takes
+  the tokens at or above the 1024th value, and grows that guess x8 until their mass reaches p;
+- the S9 draw runs on the packed survivors (in ascending id order, like the reference), in place;
 - logprobs are computed only for rows that ask for them (raw ones need a dense normaliser).
 """
 
