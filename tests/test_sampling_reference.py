@@ -285,3 +285,6 @@ def test_accepts_a_torch_tensor():
     torch = pytest.importorskip("torch")
     z = torch.tensor([0.5, 2.0, -1.0], dtype=torch.bfloat16)
     assert ref.distribution(z, P(), [], []) == pytest.approx(by_hand_softmax([0.5, 2.0, -1.0]))
+    # histories as LongTensors: the same as lists (0-d tensors would not hash as ids)
+    as_tensors = ref.distribution(LOGITS, P(**KNOBS), torch.tensor(PROMPT), torch.tensor(OUTPUT))
+    assert as_tensors == ref.distribution(LOGITS, P(**KNOBS), PROMPT, OUTPUT)

@@ -75,6 +75,11 @@ def log_softmax(z: Sequence[float]) -> list[float]:
     return [(x - m) - log_total for x in z]
 
 
+def _ints(tokens: Any) -> list[int]:
+    """Token ids as a list of Python ints (a LongTensor is accepted too)."""
+    return [int(t) for t in (tokens.tolist() if hasattr(tokens, "tolist") else tokens)]
+
+
 def _check_tokens(tokens: Iterable[int], vocab: int, what: str) -> None:
     bad = [t for t in tokens if not 0 <= t < vocab]
     if bad:
@@ -185,9 +190,10 @@ def pipeline(
     """Every stage's logits, in order: raw (S0), bias, repetition, presence_frequency, then, unless
     greedy, temperature, min_p, top_k, top_p. Disabled steps are skipped (their entry repeats the
     previous logits): evaluating an "off" top_p could drop tokens through float rounding."""
-    z = constrain(as_floats(logits), allowed)
+    z = constrain(as_floats(logits), allowed)  # S0
     vocab = len(z)
     params.check_vocab(vocab)
+    prompt_tokens, output_tokens = _ints(prompt_tokens), _ints(output_tokens)
     # History ids are checked where they are used (as the batched sampler does: converting a long
     # prompt every step only to check it would cost more than the step).
     if params.repetition_penalty != 1:
@@ -202,21 +208,21 @@ def pipeline(
         previous = stages[-1][1]
         stages.append((name, step(previous, *args) if enabled else previous))
 
-    stage("bias", bool(params.logit_bias), bias, params.logit_bias)
+    stage("bias", bool(params.logit_bias), bias, params.logit_bias)  # S1
     r = params.repetition_penalty
-    stage("repetition", r != 1, repetition, r, [*prompt_tokens, *output_tokens])
+    stage("repetition", r != 1, repetition, r, prompt_tokens + output_tokens)  # S2
     pres, freq = params.presence_penalty, params.frequency_penalty
-    stage("presence_frequency", pres != 0 or freq != 0, presence_frequency, output_tokens, pres, freq)
+    stage("presence_frequency", pres != 0 or freq != 0, presence_frequency, output_tokens, pres, freq)  # S3
     if max(stages[-1][1]) == NEG_INF:
         raise SamplingError("every token has logit -inf after the penalties; nothing to sample")
     if max(stages[-1][1]) == math.inf:  # only a repetition_penalty below ~1e-300 can overflow
         raise SamplingError("a logit overflowed to +inf in S2 (repetition_penalty too small)")
     if params.greedy:  # S4: S5..S9 are skipped
         return stages
-    stage("temperature", True, temperature, params.temperature)
-    stage("min_p", params.min_p > 0, min_p, params.min_p)
-    stage("top_k", params.top_k > 0, top_k, params.top_k)
-    stage("top_p", params.top_p < 1, top_p, params.top_p)
+    stage("temperature", True, temperature, params.temperature)  # S5
+    stage("min_p", params.min_p > 0, min_p, params.min_p)  # S6
+    stage("top_k", params.top_k > 0, top_k, params.top_k)  # S7
+    stage("top_p", params.top_p < 1, top_p, params.top_p)  # S8
     return stages
 
 
