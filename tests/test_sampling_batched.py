@@ -228,3 +228,13 @@ def test_errors_match_the_reference():
         ref.sample(torch.ones(2), tiny.params, [0], [], seed=0)
     with pytest.raises(ref.SamplingError):
         sample_batch(torch.zeros(2, 3), [row])  # one row for two logits rows
+
+
+def test_histories_as_long_tensors_equal_lists():
+    logits = torch.randn(2, 50, generator=torch.Generator().manual_seed(5))
+    params = SamplingParams(repetition_penalty=1.5, frequency_penalty=0.7, presence_penalty=0.2)
+    lists = [SampleRow(params, 3, b, 1, [1, 4, 4, 9], [9, 9, 30]) for b in range(2)]
+    tensors = [
+        SampleRow(params, 3, b, 1, torch.tensor([1, 4, 4, 9]), torch.tensor([9, 9, 30])) for b in range(2)
+    ]
+    assert torch.equal(distribution_batch(logits, lists), distribution_batch(logits, tensors))
