@@ -80,6 +80,25 @@ class Positions:
     pos: torch.Tensor  # [B, T] int64, absolute position of every token
     rows: torch.Tensor | None  # [B] cache rows, or None for rows 0..B-1
     uniform: bool  # every row starts at the same position
+    mask: torch.Tensor | None = None  # causal mask [B, 1, n_rep * T, L], None when all-true
+
+
+def causal_mask(p: Positions, n_rep: int, cached: bool) -> torch.Tensor | None:
+    """Which keys each query may see, for the GQA fold (query row g * T + t sits at pos[t]).
+
+    With a cache the keys are positions 0..L-1 of each row (L = max start + T); without one they are
+    the chunk itself. Built once per forward and shared by every layer; None when nothing is masked
+    (single-token decode with every row at the same position), so SDPA takes its unmasked path.
+    """
+    B, T = p.pos.shape
+    if cached and T == 1 and p.uniform:
+        return None
+    L = int(p.start.max()) + T if cached else T
+    k_pos = torch.arange(L, device=p.pos.device).expand(B, L)
+    if not cached:
+        k_pos = k_pos + p.start[:, None]
+    q_pos = p.pos.repeat(1, n_rep)  # [B, n_rep * T]
+    return (k_pos[:, None, :] <= q_pos[:, :, None])[:, None]
 
 
 class Attention(nn.Module):
@@ -119,10 +138,7 @@ class Attention(nn.Module):
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, heads, T, D]
 
         if cache is not None:
-            k, v = _write_and_read_cache(cache, k, v, p)
-            kv_start = 0  # keys cover positions 0..L-1
-        else:
-            kv_start = p.start  # keys are this chunk only
+            k, v = _write_and_read_cache(cache, k, v, p)  # keys of positions 0..L-1
 
         if self.backend == "triton":
             from .kernels.attention import attention as triton_attention
@@ -131,27 +147,20 @@ class Attention(nn.Module):
                 raise ValueError("the triton backend without a KV cache needs start_pos == 0")
             out = triton_attention(q, k, v, p.start)
         else:
-            out = self._attend(q, k, v, p, kv_start)
+            out = self._attend(q, k, v, p.mask)
         return self.wo(out.transpose(1, 2).reshape(B, T, a.n_heads * a.head_dim))
 
-    def _attend(self, q, k, v, p: Positions, kv_start) -> torch.Tensor:
+    def _attend(self, q, k, v, mask: torch.Tensor | None) -> torch.Tensor:
         """softmax(q k^T / sqrt(D) + causal mask) v, with the GQA group folded into the query axis."""
         B, H, T, D = q.shape
-        n_kv, L = k.shape[1], k.shape[2]
-        rep = H // n_kv
-        qg = q.reshape(B, n_kv, rep * T, D)  # query head h = kv * rep + g, as in the checkpoints
-        # Query (g, t) sits at position start + t; key j at kv_start + j; causal: key pos <= query pos.
-        q_pos = p.pos.repeat(1, rep)  # [B, rep * T]
-        k_pos = torch.arange(L, device=q.device) + (
-            kv_start[:, None] if torch.is_tensor(kv_start) else kv_start
-        )
-        k_pos = k_pos.expand(B, L)
-        mask = (k_pos[:, None, :] <= q_pos[:, :, None])[:, None]  # [B, 1, rep * T, L]
+        n_kv = k.shape[1]
+        qg = q.reshape(B, n_kv, (H // n_kv) * T, D)  # query head h = kv * n_rep + g, as in checkpoints
         if self.backend == "sdpa":
             out = F.scaled_dot_product_attention(qg, k, v, attn_mask=mask)
         else:  # eager: the plain math, in float32
             scores = (qg.float() @ k.float().transpose(-1, -2)) / math.sqrt(D)
-            scores = scores.masked_fill(~mask, float("-inf"))
+            if mask is not None:
+                scores = scores.masked_fill(~mask, float("-inf"))
             out = (scores.softmax(-1) @ v.float()).type_as(q)
         return out.reshape(B, H, T, D)
 
@@ -291,6 +300,8 @@ class Transformer(nn.Module):
                 raise ValueError(f"the KV cache has {n_rows} rows; this call needs more")
         pos = start[:, None] + torch.arange(T, device=device)
         p = Positions(start=start, pos=pos, rows=rows, uniform=uniform)
+        if self.attn_backend != "triton":
+            p.mask = causal_mask(p, self.args.n_rep, cached=self.cache is not None)
         cos_t, sin_t = self._rope_tables(end, device)
         cos, sin = cos_t[pos], sin_t[pos]
         q_scale = llama4_q_scale(self.args, pos)
