@@ -572,6 +572,8 @@ def load_model(
     if leftover:  # cannot happen after _plan; a guard against a model/planner mismatch
         raise CheckpointError(f"{plan.path}: parameters left unloaded: {_listing(leftover)}")
     model.eval()
+    # Marked by make-checkpoint: the CLI and the server label everything made with these weights.
+    model.random_weights = plan.metadata.get("nemo_ref.random_weights") == "true"
 
     seconds = time.perf_counter() - t0
     line = (

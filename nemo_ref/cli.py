@@ -40,7 +40,10 @@ def load_from_args(args: argparse.Namespace) -> tuple[Any, Any, str | None]:
         from .checkpoint import load_model
 
         model = load_model(args.checkpoint, dtype=dtype, device=device, attn_backend=backend)
-        return model, load_tokenizer(args.checkpoint), None
+        warning = None
+        if model.random_weights:
+            warning = f"NOTE: random weights (checkpoint {args.checkpoint} was made by make-checkpoint)."
+        return model, load_tokenizer(args.checkpoint), warning
     preset = args.preset or DEFAULT_PRESET
     model = embedded_model(preset, args.weights_seed, dtype=dtype, device=device, attn_backend=backend)
     return model, load_tokenizer(), notice(preset, args.weights_seed)

@@ -59,3 +59,11 @@ def test_bad_sampling_flag_is_a_clear_error(capsys):
 def test_logit_bias_flag_format_is_checked():
     with pytest.raises(SystemExit, match="ID=VALUE"):
         main([*BASE, "--logit-bias", "12"])
+
+
+def test_random_checkpoint_is_announced(tmp_path, capsys):
+    ckpt = tmp_path / "ckpt"
+    assert main(["make-checkpoint", "--preset", "nemo-tiny", "--layout", "hf", "--out", str(ckpt)]) == 0
+    capsys.readouterr()
+    assert main(["generate", "Hi", "--checkpoint", str(ckpt), "--max-tokens", "2", "--seed", "0"]) == 0
+    assert "random weights" in capsys.readouterr().err
