@@ -36,7 +36,7 @@ from ..engine import Engine
 from ..sampling.params import ParamError
 from . import protocol as P
 from .jobs import (
-    BadRequest,
+    APIError,
     Job,
     JobFailed,
     build_job,
@@ -110,13 +110,13 @@ class ServerState:
     def ready(self) -> ServerState:
         if self.engine is None:
             if self.load_error:
-                raise BadRequest(f"the model failed to load: {self.load_error}", None, 503)
-            raise BadRequest("the model is still loading; retry shortly", None, 503)
+                raise APIError(f"the model failed to load: {self.load_error}", None, 503)
+            raise APIError("the model is still loading; retry shortly", None, 503)
         return self
 
     def check_model(self, name: str | None) -> None:
         if name is not None and name != self.model_name:
-            raise BadRequest(
+            raise APIError(
                 f"The model {name!r} does not exist; this server serves {self.model_name!r}", "model"
             )
 
@@ -129,7 +129,7 @@ class ServerState:
 
     def _check_n(self, n: int) -> None:
         if n > self.max_batch:
-            raise BadRequest(f"n must be <= {self.max_batch} (the server's --max-batch); got {n}", "n")
+            raise APIError(f"n must be <= {self.max_batch} (the server's --max-batch); got {n}", "n")
 
     def chat_job(self, body: P.ChatCompletionRequest) -> Job:
         from ..tokenizer import ChatFormatError
@@ -146,7 +146,7 @@ class ServerState:
                 grammar = request_grammar(body.response_format_json(), tools, choice, parallel)
             prompt_ids = self.tokenizer.encode_chat(body.messages, tools=tools)
         except (ParamError, ChatFormatError) as e:
-            raise BadRequest(str(e), e.param) from e
+            raise APIError(str(e), e.param) from e
         offers_tools = bool(tools) and choice != "none"
         return build_job(
             self.engine,
@@ -164,7 +164,7 @@ class ServerState:
             params = body.params()
             self._check_n(params.n)
         except ParamError as e:
-            raise BadRequest(str(e), e.param) from e
+            raise APIError(str(e), e.param) from e
         if isinstance(body.prompt, str):
             prompt_ids = self.tokenizer.encode(body.prompt, bos=True)
         else:
@@ -178,7 +178,7 @@ def _warm_structured(tokenizer: Any) -> None:
         from ..structured import Constraint, json_grammar
 
         Constraint(tokenizer, json_grammar({"type": "json_object"}))
-    except ImportError:  # llguidance absent: structured requests will say so
+    except ImportError:  # llguidance absent: structured requests get a 400 saying so
         pass
 
 
@@ -187,7 +187,7 @@ def _parse(model: type[P.BaseModel], raw: bytes):
         return model.model_validate_json(raw or b"null")
     except P.ValidationError as e:
         message, param = P.first_error(e)
-        raise BadRequest(message, param) from None
+        raise APIError(message, param) from None
 
 
 # ---- non-streaming bodies -----------------------------------------------------------------------
@@ -304,8 +304,8 @@ def create_app(
 
     # ---- errors -----------------------------------------------------------------------------
 
-    @app.exception_handler(BadRequest)
-    async def _bad_request(_: HTTPRequest, e: BadRequest):
+    @app.exception_handler(APIError)
+    async def _api_error(_: HTTPRequest, e: APIError):
         type_ = "invalid_request_error" if e.status < 500 else "service_unavailable"
         return JSONResponse(P.error_body(e.message, e.param, type_), status_code=e.status)
 
@@ -368,7 +368,7 @@ def create_app(
     async def get_model(model_id: str):
         state.ready()
         if model_id != state.model_name:
-            raise BadRequest(f"The model {model_id!r} does not exist", "model", 404)
+            raise APIError(f"The model {model_id!r} does not exist", "model", 404)
         return model_card()
 
     @app.post("/v1/chat/completions")
@@ -377,7 +377,7 @@ def create_app(
         body = _parse(P.ChatCompletionRequest, await http.body())
         s.check_model(body.model)
         if body.stream_options is not None and not body.stream:
-            raise BadRequest("stream_options is only allowed when stream is true", "stream_options")
+            raise APIError("stream_options is only allowed when stream is true", "stream_options")
         job = await run_in_threadpool(s.chat_job, body)
         job.submit()
         env = s.envelope("chatcmpl", job.seed)
@@ -394,7 +394,7 @@ def create_app(
         body = _parse(P.CompletionRequest, await http.body())
         s.check_model(body.model)
         if body.stream_options is not None and not body.stream:
-            raise BadRequest("stream_options is only allowed when stream is true", "stream_options")
+            raise APIError("stream_options is only allowed when stream is true", "stream_options")
         job = await run_in_threadpool(s.completion_job, body)
         job.submit()
         env = s.envelope("cmpl", job.seed)
@@ -421,7 +421,7 @@ def create_app(
         vocab = s.tokenizer.vocab_size
         bad = [t for t in body.tokens if not 0 <= t < vocab]
         if bad:
-            raise BadRequest(f"token ids must lie in [0, {vocab}); got {bad[:5]}", "tokens")
+            raise APIError(f"token ids must lie in [0, {vocab}); got {bad[:5]}", "tokens")
         return {"prompt": s.tokenizer.decode(body.tokens)}
 
     return app

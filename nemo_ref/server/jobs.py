@@ -2,7 +2,7 @@
 
 One ``Engine`` serves the whole app from its own thread (continuous batching: every running
 sequence advances one token per step). A handler turns its HTTP request into a ``Job``: the prompt
-is encoded, the parameters and grammar are checked (every problem is a ``BadRequest`` naming the
+is encoded, the parameters and grammar are checked (every problem is an ``APIError`` naming the
 field), and the choices are built as engine ``Sequence``s. ``Job.submit`` hands them to the
 engine; the engine calls ``on_delta`` from its thread for every token, and the job forwards each
 Delta to the handler's asyncio queue with ``loop.call_soon_threadsafe``. ``Job.events()`` yields
@@ -32,8 +32,9 @@ from ..sequence import TOOL_CALLS_ID, Delta, Sequence
 POLL_S = 0.1  # how often a waiting handler checks for engine failure and client disconnects
 
 
-class BadRequest(Exception):
-    """HTTP 400 (or another 4xx) in OpenAI's error shape; ``param`` names the request field."""
+class APIError(Exception):
+    """An HTTP error in OpenAI's shape: 400 for bad input (``param`` names the request field),
+    404 for an unknown model id, 503 while loading."""
 
     def __init__(self, message: str, param: str | None, status: int = 400):
         super().__init__(message)
@@ -74,7 +75,7 @@ class Job:
         try:
             self.engine.submit(self.request)
         except ValueError as e:  # make_sequences checked the same limits: kept for safety
-            raise BadRequest(str(e), "messages") from e
+            raise APIError(str(e), "messages") from e
 
     def _on_delta(self, delta: Delta) -> None:
         """Runs on the engine's thread: record what only that thread may read, then hand over."""
@@ -142,8 +143,8 @@ def engine_alive(engine: Engine) -> bool:
 # ---- building a job -----------------------------------------------------------------------------
 
 
-def _blame(exc: Exception, default: str | None) -> BadRequest:
-    return BadRequest(str(exc), getattr(exc, "param", None) or default)
+def _blame(exc: Exception, default: str | None) -> APIError:
+    return APIError(str(exc), getattr(exc, "param", None) or default)
 
 
 def build_job(
@@ -167,7 +168,7 @@ def build_job(
 
         try:
             Constraint(tokenizer, grammar)  # compiles (and caches) the grammar now: errors are 400s
-        except GrammarError as e:
+        except (GrammarError, ImportError) as e:
             raise _blame(e, grammar_param) from e
 
         def factory():
@@ -176,7 +177,7 @@ def build_job(
     try:
         seed, seqs = make_sequences(tokenizer, prompt_ids, params, engine.max_len, factory)
     except ParamError as e:
-        raise BadRequest(str(e), prompt_param if e.param == "prompt" else e.param) from e
+        raise APIError(str(e), prompt_param if e.param == "prompt" else e.param) from e
     return Job(engine, prompt_ids, seed, seqs, tools)
 
 
@@ -203,7 +204,7 @@ def request_grammar(
     key = json.dumps([response_format, tools, tool_choice, parallel_tool_calls], ensure_ascii=False)
     try:
         return _grammar_for(key)
-    except GrammarError as e:
+    except (GrammarError, ImportError) as e:  # ImportError: llguidance is not installed
         raise _blame(e, "tools" if tools else "response_format") from e
 
 
@@ -213,14 +214,14 @@ def check_tool_choice(tools: list[dict] | None, tool_choice: Any) -> None:
     if isinstance(tool_choice, dict):
         name = tool_choice["function"]["name"]
         if name not in names:
-            raise BadRequest(
+            raise APIError(
                 f"tool_choice names the function {name!r}, which is not among the tools {names}",
                 "tool_choice",
             )
     elif tool_choice in ("required", "any") and not names:
-        raise BadRequest(f"tool_choice {tool_choice!r} needs at least one tool", "tool_choice")
+        raise APIError(f"tool_choice {tool_choice!r} needs at least one tool", "tool_choice")
     if len(set(names)) != len(names):
-        raise BadRequest(f"tools: duplicate function names in {names}", "tools")
+        raise APIError(f"tools: duplicate function names in {names}", "tools")
 
 
 # ---- what a finished choice says ----------------------------------------------------------------
