@@ -39,10 +39,14 @@ __all__ = [
     "ChatCompletionRequest",
     "CompletionRequest",
     "DetokenizeRequest",
+    "Envelope",
     "TokenizeRequest",
     "ValidationError",
     "error_body",
     "first_error",
+    "legacy_logprobs",
+    "logprob_entry",
+    "usage",
 ]
 
 
