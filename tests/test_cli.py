@@ -65,5 +65,6 @@ def test_random_checkpoint_is_announced(tmp_path, capsys):
     ckpt = tmp_path / "ckpt"
     assert main(["make-checkpoint", "--preset", "nemo-tiny", "--layout", "hf", "--out", str(ckpt)]) == 0
     capsys.readouterr()
-    assert main(["generate", "Hi", "--checkpoint", str(ckpt), "--max-tokens", "2", "--seed", "0"]) == 0
+    with pytest.warns(UserWarning, match="no tekken.json"):
+        assert main(["generate", "Hi", "--checkpoint", str(ckpt), "--max-tokens", "2", "--seed", "0"]) == 0
     assert "random weights" in capsys.readouterr().err
