@@ -151,6 +151,7 @@ class ModelArgs:
         for key in ("dim", "n_layers", "hidden_dim", "n_heads", "n_kv_heads", "vocab_size"):
             if key not in p:
                 raise ConfigError(f"params.json is missing required field {key!r}")
+        _check_numbers("params.json", p, _PARAMS_NUMBERS)
         if {"max_seq_len", "max_position_embeddings"} <= set(p) and int(p["max_seq_len"]) != int(
             p["max_position_embeddings"]
         ):
@@ -193,6 +194,7 @@ class ModelArgs:
         for key in ("hidden_size", "num_hidden_layers", "intermediate_size", "num_attention_heads"):
             if key not in c:
                 raise ConfigError(f"config.json is missing required field {key!r}")
+        _check_numbers("config.json", c, _HF_NUMBERS)
         n_heads, dim = int(c["num_attention_heads"]), int(c["hidden_size"])
         rope_params = c.get("rope_parameters") or {}
         rope_scaling = c.get("rope_scaling")
@@ -294,6 +296,30 @@ _PARAMS_KEYS = {
 }  # fmt: skip
 _YARN_KEYS = {"factor", "original_max_position_embeddings", "beta", "alpha", "apply_scale"}
 _HF_ROPE_FIELDS = {f.name for f in dataclasses.fields(RopeScaling)}
+
+
+_PARAMS_NUMBERS = {
+    "dim", "n_layers", "head_dim", "hidden_dim", "n_heads", "n_kv_heads", "norm_eps", "vocab_size",
+    "rope_theta", "max_seq_len", "max_position_embeddings",
+}  # fmt: skip
+_HF_NUMBERS = {
+    "hidden_size", "num_hidden_layers", "head_dim", "intermediate_size", "num_attention_heads",
+    "num_key_value_heads", "vocab_size", "rms_norm_eps", "rope_theta", "max_position_embeddings",
+}  # fmt: skip
+
+
+def _check_numbers(where: str, d: dict[str, Any], keys: set[str]) -> None:
+    """Numeric fields must be numbers (JSON null, strings and booleans are errors naming the field).
+
+    ``head_dim`` and ``num_key_value_heads`` may be null in HF configs (then derived, as transformers does).
+    """
+    nullable = {"head_dim", "num_key_value_heads"} if where == "config.json" else set()
+    for key in sorted(keys & set(d)):
+        value = d[key]
+        if value is None and key in nullable:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: {key} must be a number, got {value!r}")
 
 
 def _check_keys(where: str, d: dict[str, Any], allowed: set[str]) -> None:

@@ -278,3 +278,13 @@ def test_hf_config_errors_name_the_field(config, message):
 
 def test_config_error_is_a_value_error():
     assert issubclass(ConfigError, ValueError)
+
+
+@pytest.mark.parametrize("bad", [None, "8", True, [8]])
+def test_non_numeric_fields_name_the_field(bad):
+    base = {"dim": 8, "n_layers": 2, "hidden_dim": 4, "n_heads": 2, "n_kv_heads": 1, "vocab_size": 10}
+    with pytest.raises(ConfigError, match=r"params.json: n_heads must be a number"):
+        ModelArgs.from_params_json({**base, "n_heads": bad})
+    hf = {"hidden_size": 8, "num_hidden_layers": 2, "intermediate_size": 4, "num_attention_heads": 2}
+    with pytest.raises(ConfigError, match=r"config.json: rms_norm_eps must be a number"):
+        ModelArgs.from_hf_config({**hf, "rms_norm_eps": bad})
