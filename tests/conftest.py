@@ -12,6 +12,11 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Triton kernels run through the interpreter in the tests (no GPU on CI). It must be set before
+# anything imports triton (transformers may), or @triton.jit functions bind in compiled mode and
+# the kernel tests fail depending on which test modules a worker ran first. The sm_90 compile test
+# unsets it in its own subprocess. Set TRITON_INTERPRET=0 explicitly to test on a GPU.
+os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest
 import torch
