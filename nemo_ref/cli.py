@@ -164,7 +164,6 @@ def _explain(model: Any, tok: Any, prompt_ids: list[int], out: Any, params: Any,
     """Replay the first ``steps`` steps of choice 0 and print each stage's effect on the top tokens."""
     from .sampling.explain import explain
 
-    model.cache = None  # a plain full forward per step: this is a teaching aid, not the hot path
     ids = out.token_ids
     for step in range(min(steps, len(ids))):
         tokens = torch.tensor([prompt_ids + ids[:step]], device=model.tok_embeddings.weight.device)

@@ -56,7 +56,7 @@ class Engine:
             raise ValueError(f"sampler must be 'torch' or 'triton', got {sampler!r}")
         self.model = model
         self.max_len = max_len or model.args.max_seq_len
-        self.cache = model.setup_cache(max_batch, self.max_len)
+        self.cache = model.new_cache(max_batch, self.max_len)  # the engine's own: engines can share a model
         self.sampler = sampler
         self.device = model.tok_embeddings.weight.device
         self._free = list(range(max_batch))
@@ -124,7 +124,10 @@ class Engine:
                     self._wakeup.wait()
                 if self._stop:
                     return
-            self.step()
+            try:
+                self.step()
+            except Exception as e:  # last resort: fail what is in flight, keep the thread alive
+                self._fail_running(e)
 
     def step(self) -> bool:
         """Admit waiting requests, run one decode step, sample, deliver deltas. False if idle."""
@@ -139,7 +142,11 @@ class Engine:
                 device=self.device,
             )
             rows = torch.tensor(decode_slots, device=self.device)
-            logits = self.model(tokens, start, rows=rows)[:, -1]
+            try:
+                logits = self.model(tokens, start, rows=rows, cache=self.cache)[:, -1]
+            except Exception as e:  # not attributable to one row: fail the batch, keep serving
+                self._fail_running(e)
+                return True
             for i, s in enumerate(decode_slots):
                 logits_by_slot[s] = logits[i]
         if not logits_by_slot:
@@ -181,40 +188,51 @@ class Engine:
         rows = torch.tensor([slot], device=self.device)
         for start in range(0, len(prompt), PREFILL_CHUNK):
             chunk = ids[:, start : start + PREFILL_CHUNK]
-            logits = self.model(chunk, start, rows=rows, last_only=True)
+            logits = self.model(chunk, start, rows=rows, last_only=True, cache=self.cache)
         return logits[0, -1]
 
     def _sample(self, logits_by_slot: dict[int, torch.Tensor]) -> None:
         from .sampling.batched import SampleRow, sample_batch
 
-        slots = list(logits_by_slot)
-        logits = torch.stack([logits_by_slot[s] for s in slots])
-        rows = []
-        for s in slots:
-            seq = self._running[s][0]
-            rows.append(
-                SampleRow(
-                    params=seq.params,
-                    seed=seq.seed,
-                    choice=seq.index,
-                    step=seq.step,
-                    prompt_tokens=seq.prompt,
-                    output_tokens=seq.output,
-                    allowed=seq.allowed(),
-                )
-            )
         if self.sampler == "triton":
-            from .kernels.sampling import sample_rows
-
-            results = sample_rows(logits, rows)
+            from .kernels.sampling import sample_rows as sample_fn
         else:
-            results = sample_batch(logits, rows)
-        for s, r in zip(slots, results, strict=True):
+            sample_fn = sample_batch
+        slots, rows = [], []
+        for s in logits_by_slot:
             seq, req = self._running[s]
             try:
+                allowed = seq.allowed()
+            except Exception as e:  # a grammar error fails this request only
+                self._fail(req, e)
+                continue
+            slots.append(s)
+            rows.append(SampleRow(seq.params, seq.seed, seq.index, seq.step, seq.prompt, seq.output, allowed))
+        if not slots:
+            self._retire()
+            return
+        logits = torch.stack([logits_by_slot[s] for s in slots])
+        try:
+            results: list = sample_fn(logits, rows)
+        except Exception:
+            # Find the culprit(s), e.g. a row left with no possible token: sample row by row, so
+            # that only the requests whose own rows fail are failed.
+            results = []
+            for i, row in enumerate(rows):
+                try:
+                    results.append(sample_fn(logits[i : i + 1], [row])[0])
+                except Exception as e:
+                    results.append(e)
+        for s, r in zip(slots, results, strict=True):
+            seq, req = self._running[s]
+            if req.cancelled:  # an earlier row of the same request failed
+                continue
+            try:
+                if isinstance(r, Exception):
+                    raise r
                 seq.append(r.token, r.logprob, r.top)
             except Exception as e:  # e.g. a grammar error: fail this request, keep serving
-                req.error, req.cancelled = e, True
+                self._fail(req, e)
                 continue
             self._last[s] = r.token
             delta = seq.take_delta()
@@ -222,10 +240,25 @@ class Engine:
                 req.on_delta(delta)
             if seq.done:
                 self._release(s)
+        self._retire()
+
+    def _retire(self) -> None:
+        """Free the slots of cancelled requests; finish requests whose choices have all ended."""
         self._drop_cancelled()
         for req in list(self._admitted):
             if all(seq.done for seq in req.sequences):
                 self._finish_request(req)
+
+    @staticmethod
+    def _fail(req: Request, error: BaseException) -> None:
+        if req.error is None:
+            req.error = error
+        req.cancelled = True
+
+    def _fail_running(self, error: BaseException) -> None:
+        for _, req in list(self._running.values()):
+            self._fail(req, error)
+        self._drop_cancelled()
 
     def _drop_cancelled(self) -> None:
         for slot, (_, req) in list(self._running.items()):

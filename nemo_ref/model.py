@@ -245,21 +245,30 @@ class Transformer(nn.Module):
         for layer in self.layers:
             layer.attention.backend = backend
 
-    def setup_cache(self, max_batch: int, max_len: int | None = None) -> KVCache:
-        """Allocate the KV cache (``args.max_seq_len`` positions by default)."""
+    def new_cache(self, max_batch: int, max_len: int | None = None) -> KVCache:
+        """A KV cache for this model (``args.max_seq_len`` positions by default), not attached."""
         max_len = max_len or self.args.max_seq_len
         if not 1 <= max_len <= self.args.max_seq_len:
             raise ValueError(f"max_len must be in [1, {self.args.max_seq_len}], got {max_len}")
         w = self.tok_embeddings.weight
-        self.cache = KVCache.allocate(self.args, max_batch, max_len, w.dtype, w.device)
-        self._rope = None
+        return KVCache.allocate(self.args, max_batch, max_len, w.dtype, w.device)
+
+    def setup_cache(self, max_batch: int, max_len: int | None = None) -> KVCache:
+        """Allocate the model's own KV cache, used by every call that passes no ``cache=``."""
+        self.cache = self.new_cache(max_batch, max_len)
         return self.cache
 
-    def _rope_tables(self, needed: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-        size = self.cache.max_len if self.cache is not None else self.args.max_seq_len
-        size = max(size, needed)
-        if self._rope is None or self._rope[0].shape[0] < needed or self._rope[0].device != device:
-            cos, sin = rope_table(self.args, size)
+    def _rope_tables(self, length: int, needed: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos/sin tables; ``length`` is the cache length (dynamic NTK's frequencies depend on it)."""
+        dynamic = self.args.rope_scaling.rope_type == "dynamic"
+        r = self._rope
+        fits = (
+            r is not None
+            and r[0].device == device
+            and (r[0].shape[0] == length if dynamic else r[0].shape[0] >= needed)
+        )
+        if not fits:
+            cos, sin = rope_table(self.args, length if dynamic else max(length, needed))
             self._rope = (cos.to(device), sin.to(device))
         return self._rope
 
@@ -271,13 +280,16 @@ class Transformer(nn.Module):
         *,
         rows: torch.Tensor | None = None,
         last_only: bool = False,
+        cache: KVCache | None = None,
     ) -> torch.Tensor:
         """Float32 logits [B, T, V] (or [B, 1, V] with ``last_only``) for ``tokens`` [B, T].
 
         ``start_pos``: position of ``tokens[:, 0]``, an int or a LongTensor [B] (rows at different
-        positions, e.g. batched decode). ``rows``: which cache rows these sequences own (default
+        positions, e.g. batched decode). ``cache``: the KV cache to read and extend (default: the
+        one from ``setup_cache``, if any); ``rows``: which of its rows these sequences own (default
         0..B-1). Without a cache, tokens attend only to each other.
         """
+        kv = cache if cache is not None else self.cache
         if tokens.dim() != 2:
             raise ValueError(f"tokens must be [batch, seq], got shape {tuple(tokens.shape)}")
         B, T = tokens.shape
@@ -291,25 +303,25 @@ class Transformer(nn.Module):
         if start.shape != (B,):
             raise ValueError(f"start_pos must be an int or a tensor of shape [{B}]")
         end = int(start.max()) + T
-        limit = self.cache.max_len if self.cache is not None else self.args.max_seq_len
+        limit = kv.max_len if kv is not None else self.args.max_seq_len
         if int(start.min()) < 0 or end > limit:
             raise ValueError(f"positions must lie in [0, {limit}); this call reaches {end}")
-        if self.cache is not None:
-            n_rows = self.cache.max_batch
+        if kv is not None:
+            n_rows = kv.max_batch
             if (rows is None and n_rows < B) or (rows is not None and int(rows.max()) >= n_rows):
                 raise ValueError(f"the KV cache has {n_rows} rows; this call needs more")
         pos = start[:, None] + torch.arange(T, device=device)
         p = Positions(start=start, pos=pos, rows=rows, uniform=uniform)
         if self.attn_backend != "triton":
-            p.mask = causal_mask(p, self.args.n_rep, cached=self.cache is not None)
-        cos_t, sin_t = self._rope_tables(end, device)
+            p.mask = causal_mask(p, self.args.n_rep, cached=kv is not None)
+        cos_t, sin_t = self._rope_tables(limit, end, device)
         cos, sin = cos_t[pos], sin_t[pos]
         q_scale = llama4_q_scale(self.args, pos)
 
         h = self.tok_embeddings(tokens)
         for i, layer in enumerate(self.layers):
-            cache = (self.cache.k[i], self.cache.v[i]) if self.cache is not None else None
-            h = layer(h, cos, sin, p, cache, q_scale)
+            layer_kv = (kv.k[i], kv.v[i]) if kv is not None else None
+            h = layer(h, cos, sin, p, layer_kv, q_scale)
         if last_only:
             h = h[:, -1:]
         return self.output(self.norm(h)).float()
