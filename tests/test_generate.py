@@ -274,3 +274,41 @@ def test_public_names_are_the_functions():
     assert callable(nemo_ref.generate) and callable(nemo_ref.stream)
     assert nemo_ref.generate is generate
     assert nemo_ref.SamplingParams is SamplingParams
+
+
+class NothingAllowed(ScriptConstraint):
+    """A constraint that leaves no token possible: sampling that row must fail."""
+
+    def allowed(self) -> torch.Tensor:
+        return torch.zeros(V, dtype=torch.bool)
+
+
+class BrokenGrammar(ScriptConstraint):
+    def allowed(self) -> torch.Tensor:
+        raise RuntimeError("grammar exploded")
+
+
+@pytest.mark.parametrize("bad_constraint", [NothingAllowed, BrokenGrammar])
+def test_a_failing_request_fails_alone_and_the_engine_keeps_serving(model, tok, bad_constraint):
+    from nemo_ref.sampling.reference import SamplingError
+
+    engine = Engine(model, max_batch=4, max_len=64)
+    engine.start()
+    try:
+        good_params = SamplingParams(max_tokens=6, seed=3)
+        expected = generate(model, tok, "Hi", good_params).token_ids
+        prompt = encode_prompt(tok, "Hi")
+        _, bad_seqs = make_sequences(tok, prompt, good_params, 64, lambda: bad_constraint([5]))
+        _, good_seqs = make_sequences(tok, prompt, good_params, 64)
+        bad, good = engine.submit(Request(bad_seqs)), engine.submit(Request(good_seqs))
+        assert bad.wait(30) and good.wait(30)
+        expected_error = SamplingError if bad_constraint is NothingAllowed else RuntimeError
+        assert isinstance(bad.error, expected_error)
+        assert good.error is None and good.sequences[0].output == expected
+        # The thread is still alive and serving.
+        _, again = make_sequences(tok, prompt, good_params, 64)
+        later = engine.submit(Request(again))
+        assert later.wait(30) and later.sequences[0].output == expected
+        assert engine.load == (0, 0)
+    finally:
+        engine.shutdown()
