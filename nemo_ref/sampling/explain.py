@@ -49,7 +49,10 @@ def _settings(p: SamplingParams, masked: bool) -> dict[str, str]:
 def _cell(prob: float | None) -> str:
     if prob is None:
         return "·"  # stage not run (greedy skips S5..S9)
-    return "-" if prob == 0 else f"{prob:.4f}"
+    if prob == 0:
+        return "-"
+    # Small probabilities keep their magnitude (a random-weight model's are ~1/131072).
+    return f"{prob:.4f}" if prob >= 1e-3 else f"{prob:.2e}"
 
 
 def explain(
