@@ -371,39 +371,40 @@ def create_app(
             raise APIError(f"The model {model_id!r} does not exist", "model", 404)
         return model_card()
 
-    @app.post("/v1/chat/completions")
-    async def chat_completions(http: HTTPRequest):
+    async def generation_route(http: HTTPRequest, kind: str):
+        """Chat and legacy completions share everything but the request model and the body shape."""
+        request_model, make_job, prefix, stream_fn, body_fn = {
+            "chat": (P.ChatCompletionRequest, state.chat_job, "chatcmpl", chat_stream, chat_body),
+            "completion": (
+                P.CompletionRequest,
+                state.completion_job,
+                "cmpl",
+                completion_stream,
+                completion_body,
+            ),
+        }[kind]
         s = state.ready()
-        body = _parse(P.ChatCompletionRequest, await http.body())
+        body = _parse(request_model, await http.body())
         s.check_model(body.model)
         if body.stream_options is not None and not body.stream:
             raise APIError("stream_options is only allowed when stream is true", "stream_options")
-        job = await run_in_threadpool(s.chat_job, body)
+        job = await run_in_threadpool(make_job, body)
         job.submit()
-        env = s.envelope("chatcmpl", job.seed)
+        env = s.envelope(prefix, job.seed)
         if body.stream:
-            gen = chat_stream(job, env, s.tokenizer, include_usage=body.include_usage())
+            gen = stream_fn(job, env, s.tokenizer, include_usage=body.include_usage())
             return _sse_response(gen, job)
         if not await job.run(http.is_disconnected):
             return Response(status_code=499)  # the client went away; its slots are already free
-        return JSONResponse(chat_body(job, env, s.tokenizer))
+        return JSONResponse(body_fn(job, env, s.tokenizer))
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(http: HTTPRequest):
+        return await generation_route(http, "chat")
 
     @app.post("/v1/completions")
     async def completions(http: HTTPRequest):
-        s = state.ready()
-        body = _parse(P.CompletionRequest, await http.body())
-        s.check_model(body.model)
-        if body.stream_options is not None and not body.stream:
-            raise APIError("stream_options is only allowed when stream is true", "stream_options")
-        job = await run_in_threadpool(s.completion_job, body)
-        job.submit()
-        env = s.envelope("cmpl", job.seed)
-        if body.stream:
-            gen = completion_stream(job, env, s.tokenizer, include_usage=body.include_usage())
-            return _sse_response(gen, job)
-        if not await job.run(http.is_disconnected):
-            return Response(status_code=499)
-        return JSONResponse(completion_body(job, env, s.tokenizer))
+        return await generation_route(http, "completion")
 
     @app.post("/tokenize")
     async def tokenize(http: HTTPRequest):
