@@ -36,6 +36,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine_info import cpu_model  # scripts/ is on sys.path when a script runs
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
@@ -291,14 +293,7 @@ def bench_models(ours, theirs, prompt: torch.Tensor, a: argparse.Namespace) -> d
 
 
 def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     import safetensors
     import transformers
 

@@ -30,6 +30,7 @@ import transformers
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the transformers chain lives with the parity tests
 
+from machine_info import cpu_model  # noqa: E402
 from test_sampling_oracle import hf_processors  # noqa: E402
 
 from nemo_ref.sampling import reference  # noqa: E402
@@ -43,16 +44,6 @@ EVERY_KNOB = SamplingParams(
     temperature=0.8, top_p=0.9, top_k=50, min_p=0.05, repetition_penalty=1.1,
     presence_penalty=0.3, frequency_penalty=0.2, logit_bias={11: -100, 1000: 5.0, 1234: 2.0},
 )  # fmt: skip
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def summary(times: list[float]) -> dict[str, float]:

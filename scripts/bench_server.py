@@ -30,6 +30,8 @@ import sys
 import time
 from pathlib import Path
 
+from machine_info import cpu_model  # scripts/ is on sys.path when a script runs
+
 PROMPT = [{"role": "user", "content": "Write a short story about a lighthouse keeper and a storm."}]
 
 
@@ -167,14 +169,7 @@ async def level(url: str, model: str, concurrency: int, rounds: int, max_tokens:
 def machine() -> dict:
     import torch
 
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     return {
         "cpu": cpu,
         "logical_cpus": os.cpu_count(),
