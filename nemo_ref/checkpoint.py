@@ -522,7 +522,7 @@ def load_model(
     path: str | Path,
     dtype: torch.dtype | None = torch.bfloat16,
     device: torch.device | str = "cpu",
-    attn_backend: AttnBackend = "sdpa",
+    attn_backend: AttnBackend | None = None,
     *,
     layout: Layout | None = None,
     progress: bool = True,
@@ -531,6 +531,7 @@ def load_model(
     """Load a checkpoint directory in either published layout into a :class:`Transformer`.
 
     ``dtype``: the parameters' dtype (None: as stored, which must then be a single dtype).
+    ``attn_backend``: "sdpa", "eager" or "triton" (default: triton on CUDA, sdpa elsewhere).
     ``layout``: force "mistral" or "hf" (default: :func:`detect_layout`).
     ``progress``: a tqdm bar on stderr, then one summary line (layout, parameters, dtype, seconds,
     GB/s) on stderr. ``log``: a callable that receives the summary line instead (given a ``log``,
@@ -552,6 +553,8 @@ def load_model(
     device = torch.device(device)
     args = plan.args
 
+    if attn_backend is None:  # Triton's kernels on a GPU, PyTorch's SDPA elsewhere
+        attn_backend = "triton" if torch.device(device).type == "cuda" else "sdpa"
     model = _meta_model(args, attn_backend=attn_backend, dtype=dtype)
     # In file order: sequential reads.
     order = sorted(plan.tensors.items(), key=lambda kv: (str(kv[1].file), kv[1].begin))

@@ -117,9 +117,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         prompt: Any = [*messages, {"role": "user", "content": args.prompt}]
     else:
         prompt = args.prompt
-    sampler = args.sampler or (
-        "triton" if str(model.tok_embeddings.weight.device).startswith("cuda") else "torch"
-    )
+    sampler = args.sampler  # None: the Triton kernel on CUDA, torch elsewhere
     try:
         if args.stream:
             for delta in stream(model, tok, prompt, params, sampler=sampler):

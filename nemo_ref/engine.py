@@ -50,15 +50,17 @@ class Engine:
         *,
         max_batch: int = 8,
         max_len: int | None = None,
-        sampler: str = "torch",
+        sampler: str | None = None,
     ):
+        self.device = model.tok_embeddings.weight.device
+        if sampler is None:  # the fused Triton sampler on a GPU, the torch one elsewhere
+            sampler = "triton" if self.device.type == "cuda" else "torch"
         if sampler not in ("torch", "triton"):
             raise ValueError(f"sampler must be 'torch' or 'triton', got {sampler!r}")
         self.model = model
         self.max_len = max_len or model.args.max_seq_len
         self.cache = model.new_cache(max_batch, self.max_len)  # the engine's own: engines can share a model
         self.sampler = sampler
-        self.device = model.tok_embeddings.weight.device
         self._free = list(range(max_batch))
         self._waiting: collections.deque[Request] = collections.deque()
         self._running: dict[int, tuple[Sequence, Request]] = {}  # slot -> sequence

@@ -117,7 +117,7 @@ def make_sequences(
     return seed, seqs
 
 
-def _engine_for(model: Any, seqs: list[Sequence], sampler: str) -> Engine:
+def _engine_for(model: Any, seqs: list[Sequence], sampler: str | None) -> Engine:
     need = len(seqs[0].prompt) + seqs[0].max_new_tokens
     return Engine(model, max_batch=len(seqs), max_len=need, sampler=sampler)
 
@@ -160,12 +160,13 @@ def generate(
     *,
     tools: list[dict] | None = None,
     constraint_factory: Callable[[], Any] | None = None,
-    sampler: str = "torch",
+    sampler: str | None = None,
 ) -> Completion:
     """Generate ``params.n`` choices for ``prompt``; see docs/sampling.md for every parameter.
 
     ``constraint_factory`` builds one S0 constraint per choice (``allowed()``, ``consume()``,
-    ``is_done()``), e.g. a ``nemo_ref.structured.Constraint``.
+    ``is_done()``), e.g. a ``nemo_ref.structured.Constraint``. ``sampler``: "torch" or "triton";
+    by default the Triton kernel on a CUDA model, the torch sampler elsewhere.
     """
     prompt_ids, seed, seqs = _prepare(model, tokenizer, prompt, params, tools, constraint_factory)
     _run(_engine_for(model, seqs, sampler), Request(seqs))
@@ -180,7 +181,7 @@ def stream(
     *,
     tools: list[dict] | None = None,
     constraint_factory: Callable[[], Any] | None = None,
-    sampler: str = "torch",
+    sampler: str | None = None,
 ) -> Iterator[Delta]:
     """Yield each choice's Deltas as they are produced (UTF-8-safe, stop prefixes held back).
 

@@ -312,3 +312,18 @@ def test_a_failing_request_fails_alone_and_the_engine_keeps_serving(model, tok, 
         assert engine.load == (0, 0)
     finally:
         engine.shutdown()
+
+
+def test_several_stops_completed_by_one_token_earliest_start_wins(model, tok):
+    script = scripted(tok, "Hello world, and more")
+    assert tok.decode([script[1]]) == " world"  # one token completes both stops below
+    out = run_script(model, tok, script, stop=["rld", "wor"], max_tokens=50)
+    assert out.text == "Hello "
+    assert out.usage.completion_tokens == 2
+
+
+def test_sampler_defaults_to_torch_on_cpu(model):
+    assert Engine(model, max_batch=1, max_len=8).sampler == "torch"
+    assert Engine(model, max_batch=1, max_len=8, sampler="triton").sampler == "triton"
+    with pytest.raises(ValueError, match="sampler"):
+        Engine(model, max_batch=1, max_len=8, sampler="cuda")

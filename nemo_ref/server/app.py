@@ -79,10 +79,7 @@ class ServerState:
         context = model.args.max_seq_len
         if self.max_model_len is not None:
             context = min(context, self.max_model_len)
-        sampler = self.sampler
-        if sampler is None:
-            sampler = "triton" if str(model.tok_embeddings.weight.device).startswith("cuda") else "torch"
-        engine = Engine(model, max_batch=self.max_batch, max_len=context, sampler=sampler)
+        engine = Engine(model, max_batch=self.max_batch, max_len=context, sampler=self.sampler)
         _warm_structured(tokenizer)
         self.model, self.tokenizer, self.notice = model, tokenizer, notice
         self.engine = engine
