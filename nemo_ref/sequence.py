@@ -36,6 +36,8 @@ class Decoder(Protocol):
 
 @dataclass
 class TopLogprob:
+    """A token, its logprob and its raw bytes (never U+FFFD-replaced)."""
+
     token_id: int
     token: str
     logprob: float
@@ -43,13 +45,9 @@ class TopLogprob:
 
 
 @dataclass
-class TokenLogprob:
-    """One generated token's logprob entry (OpenAI's ``logprobs.content[i]``), raw bytes included."""
+class TokenLogprob(TopLogprob):
+    """One generated token's logprob entry (OpenAI's ``logprobs.content[i]``) with its alternatives."""
 
-    token_id: int
-    token: str
-    logprob: float
-    bytes: list[int]
     top_logprobs: list[TopLogprob] = field(default_factory=list)
 
 
@@ -139,10 +137,8 @@ class Sequence:
         self.output.append(token)
         self._pending_ids.append(token)
         if self.params.logprobs:
-            entry = self._entry(token, logprob)
-            entry.top_logprobs = [
-                TopLogprob(t, tok.token, lp, tok.bytes) for t, lp in top for tok in [self._entry(t, lp)]
-            ]
+            entry = self._entry(TokenLogprob, token, logprob)
+            entry.top_logprobs = [self._entry(TopLogprob, t, lp) for t, lp in top]
             self.logprobs.append(entry)
             self._pending_lp.append(entry)
         if self.constraint is not None and token != self.tokenizer.eos_id:
@@ -178,9 +174,9 @@ class Sequence:
                 self.text = self.text[:cut]
                 self.finish_reason = "stop"
 
-    def _entry(self, token: int, logprob: float) -> TokenLogprob:
+    def _entry(self, kind: type[TopLogprob], token: int, logprob: float) -> Any:
         raw = self.tokenizer.token_bytes(token)
-        return TokenLogprob(token, self.tokenizer.token_str(token), logprob, list(raw))
+        return kind(token, self.tokenizer.token_str(token), logprob, list(raw))
 
     def take_delta(self) -> Delta | None:
         """Text and logprobs produced since the last call (stop-prefix hold-back applied)."""
