@@ -171,9 +171,9 @@ class Engine:
             try:
                 last_logits = self._prefill(req.sequences[0].prompt, slots[0])
             except Exception as e:  # a failed prefill fails only its own request
-                req.error = e
-                with self._lock:
-                    self._free = sorted(self._free + slots)
+                self._fail(req, e)
+                for slot in slots:
+                    self._release(slot)
                 self._finish_request(req)
                 continue
             n = len(req.sequences[0].prompt)

@@ -327,3 +327,26 @@ def test_sampler_defaults_to_torch_on_cpu(model):
     assert Engine(model, max_batch=1, max_len=8, sampler="triton").sampler == "triton"
     with pytest.raises(ValueError, match="sampler"):
         Engine(model, max_batch=1, max_len=8, sampler="cuda")
+
+
+def test_failed_prefill_fails_its_request_and_frees_its_slots(model, tok, monkeypatch):
+    engine = Engine(model, max_batch=2, max_len=64)
+    real_prefill = engine._prefill
+    poisoned = encode_prompt(tok, "poison")
+
+    def prefill(prompt, slot):
+        if prompt == poisoned:
+            raise RuntimeError("prefill exploded")
+        return real_prefill(prompt, slot)
+
+    monkeypatch.setattr(engine, "_prefill", prefill)
+    params = SamplingParams(max_tokens=3, seed=0, n=2)
+    _, bad_seqs = make_sequences(tok, poisoned, params, 64)
+    _, good_seqs = make_sequences(tok, encode_prompt(tok, "Hi"), params, 64)
+    bad, good = engine.submit(Request(bad_seqs)), engine.submit(Request(good_seqs))
+    while not (bad.finished and good.finished):
+        engine.step()
+    assert isinstance(bad.error, RuntimeError)
+    # Both rows came back: the good request (n=2) needed them and ran to completion.
+    assert good.error is None and all(len(s.output) == 3 for s in good.sequences)
+    assert engine.load == (0, 0) and engine._free == [0, 1]
