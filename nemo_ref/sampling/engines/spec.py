@@ -341,10 +341,31 @@ def _as_ids(tokens: Any, vocab: int, what: str) -> np.ndarray:
     return ids
 
 
+def _check_consistent(spec: EngineSpec) -> None:
+    """The descriptive choices (the docs' table) and the step order (what runs) must agree."""
+    order = spec.order.value
+    unknown = [s for s in order if s not in STEPS]
+    formula = {"openai": "presence_frequency", "normalised": "normalised_frequency"}
+    rules = {
+        "unknown steps": not unknown,
+        "frequency_formula": all(
+            (f == spec.frequency_formula.value) == (st in order) for f, st in formula.items()
+        ),
+        "repetition_scope": (spec.repetition_scope.value == "none") == ("repetition" not in order),
+        "top_k_ties": (spec.top_k_ties.value == "none") == ("top_k" not in order),
+        "zero_temperature": (spec.zero_temperature.value in ("greedy", "argmax_if_not_positive"))
+        == ("greedy" in order),
+    }
+    broken = [name for name, ok in rules.items() if not ok]
+    if broken:
+        raise ValueError(f"engine {spec.name}: its choices contradict its step order: {broken} {unknown}")
+
+
 class Engine:
     """One engine's sampling semantics (the public face of an EngineSpec)."""
 
     def __init__(self, spec: EngineSpec):
+        _check_consistent(spec)
         self.spec = spec
         self.name = spec.name
         self.version = spec.version
