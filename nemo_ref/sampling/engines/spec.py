@@ -8,14 +8,13 @@ its logprobs report, and, where the source makes the draw deterministic, the tok
 
 The knobs are the request fields' meanings, named as OpenAI names the fields, plus `repeat_last_n`
 (the penalty window of llama.cpp and Ollama). A request field maps to a knob through a `Field`: it
-may be used (validated, clamped or rejected as the engine does), silently ignored (the engine does
+may be used (validated, clamped or rejected as the engine does: fields.py), silently ignored (the engine does
 not read it on its OpenAI route), or unsupported (the engine answers an error).
 """
 
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +23,7 @@ import numpy as np
 
 from ..params import ParamError
 from . import steps
+from .fields import Field, check_bias, check_number
 
 KNOBS = (
     "temperature",
@@ -56,31 +56,6 @@ class Cited:
     value: Any
     source: str
     assumed: bool = False  # True: not read in the engine's source; an explicit assumption
-
-
-@dataclass(frozen=True)
-class Field:
-    """What an engine does with one request field.
-
-    treatment: "use" (validated, then sets `knob`), "ignore" (the engine does not read the field;
-    the knob keeps its default), "unsupported" (a non-neutral value is an error: `answer`).
-    Range: [lo, hi] with open ends as flagged; outside it the engine rejects (`violation="reject"`,
-    answering `answer`) or clamps into the range (`violation="clamp"`)."""
-
-    treatment: str
-    knob: str | None = None
-    kind: str = "float"  # "float" | "int" | "bias"
-    lo: float = -math.inf
-    hi: float = math.inf
-    lo_open: bool = False
-    hi_open: bool = False
-    violation: str = "reject"
-    answer: str = ""
-    source: str = ""
-    assumed: bool = False
-    transform: Callable[[Any], dict[str, Any]] | None = None  # value -> knobs (TGI's presence)
-    reject_values: tuple[Any, ...] = ()  # in range but refused (SGLang's top_k = 0)
-    required: bool = False  # absent is an error (mistral-inference's temperature)
 
 
 @dataclass(frozen=True)
@@ -126,54 +101,6 @@ class Trace:
     knobs: dict[str, Any]
     input_logits: np.ndarray
     tempered_logits: np.ndarray | None = None  # after temperature, before the filters
-
-
-# ---- validation ----------------------------------------------------------------------------------
-
-
-def _range_text(f: Field) -> str:
-    lo = "(" if f.lo_open else "["
-    hi = ")" if f.hi_open else "]"
-    return f"{lo}{f.lo:g}, {f.hi:g}{hi}"
-
-
-def _check_number(name: str, value: Any, f: Field, engine: str) -> float | int:
-    if f.kind == "int":
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-            raise ParamError(name, f"{engine}: {name} must be an integer; got {value!r}")
-        x: float | int = int(value)
-    else:
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise ParamError(name, f"{engine}: {name} must be a number; got {value!r}")
-        x = float(value)
-        if not math.isfinite(x):
-            raise ParamError(name, f"{engine}: {name} must be finite; got {value!r} (JSON has no NaN)")
-    if x in f.reject_values:
-        raise ParamError(name, f"{engine} rejects {name}={value!r}: {f.answer}")
-    below = x < f.lo or (f.lo_open and x == f.lo)
-    above = x > f.hi or (f.hi_open and x == f.hi)
-    if below or above:
-        if f.violation == "clamp":
-            return type(x)(f.lo if below else f.hi)
-        answer = f.answer or f"{name} must be in {_range_text(f)}"
-        raise ParamError(name, f"{engine} rejects {name}={value!r}: {answer}")
-    return x
-
-
-def _check_bias(value: Any, f: Field, engine: str) -> dict[int, float]:
-    if not isinstance(value, Mapping):
-        raise ParamError("logit_bias", f"{engine}: logit_bias must be an object {{token id: bias}}")
-    out: dict[int, float] = {}
-    for key, bias in value.items():
-        try:
-            token = int(key)
-        except (TypeError, ValueError):
-            raise ParamError("logit_bias", f"{engine}: logit_bias key {key!r} is not a token id") from None
-        if isinstance(key, bool) or token < 0:
-            raise ParamError("logit_bias", f"{engine}: logit_bias key {key!r} is not a token id")
-        number = Field("use", kind="float", lo=f.lo, hi=f.hi, violation=f.violation, answer=f.answer)
-        out[token] = out.get(token, 0.0) + float(_check_number("logit_bias", bias, number, engine))
-    return out
 
 
 # ---- the steps, by name --------------------------------------------------------------------------
@@ -406,9 +333,9 @@ class Engine:
                     continue  # the value the engine uses anyway: what omitting the field means
                 raise ParamError(name, f"{self.name}: {f.answer}")
             value = (
-                _check_bias(value, f, self.name)
+                check_bias(value, f, self.name)
                 if f.kind == "bias"
-                else _check_number(name, value, f, self.name)
+                else check_number(name, value, f, self.name)
             )
             if f.transform is not None:
                 knobs.update(f.transform(value))
