@@ -188,7 +188,7 @@ def test_sglang_min_p_after_the_joint_filter_and_logprobs_are_tempered():
 
 
 def test_tgi_chat_route_maps_presence_penalty_to_repetition_plus_2():
-    """router/src/server.rs chat completions (huggingface/text-generation-inference#1796):
+    """router/src/lib.rs ChatRequest::try_into_generate (huggingface/text-generation-inference#1796):
     repetition_penalty = presence_penalty + 2, so presence_penalty 0 is a repetition penalty of 2
     over prompt and output: z = [1, 1], P = [0] -> [0.5, 1]."""
     e = get("tgi")

@@ -362,7 +362,7 @@ LLAMA_CPP = EngineSpec(
     **_llama_choices(""),
 )
 
-O_OPENAI = "openai/openai.go"
+O_OPENAI = "openai/openai.go (FromChatRequest)"
 O_TYPES = "api/types.go (DefaultOptions)"
 _OLLAMA_IGNORES = "not read by Ollama's OpenAI route (use /api/chat options): ignored"
 
@@ -457,7 +457,7 @@ SGLANG = EngineSpec(
 T_LP = "server/text_generation_server/utils/logits_process.py"
 T_TOKENS = "server/text_generation_server/utils/tokens.py (NextTokenChooser)"
 T_VALID = "router/src/validation.rs"
-T_CHAT = "router/src/server.rs (chat completions)"
+T_CHAT = "router/src/lib.rs (ChatRequest::try_into_generate)"
 _TGI_CHAT = "not a field of TGI's chat request: ignored"
 
 TGI = EngineSpec(
@@ -485,9 +485,9 @@ TGI = EngineSpec(
             answer="`repetition_penalty` (= presence_penalty + 2) must be strictly positive",
             transform=lambda v: {"repetition_penalty": v + 2.0},
         ),
-        "top_k": _ignored("top_k", T_CHAT, _TGI_CHAT, assumed=True),
+        "top_k": _ignored("top_k", T_CHAT, _TGI_CHAT),
         "min_p": _ignored("min_p", T_CHAT, "TGI has no min_p: ignored"),
-        "repetition_penalty": _ignored("repetition_penalty", T_CHAT, _TGI_CHAT, assumed=True),
+        "repetition_penalty": _ignored("repetition_penalty", T_CHAT, _TGI_CHAT),
         "logit_bias": _ignored("logit_bias", T_CHAT, "accepted and unused"),
     },
     repetition_sign=Cited("positive_divides", T_LP + " (HeterogeneousRepetitionPenaltyLogitsProcessor)"),
