@@ -65,8 +65,7 @@ def test_vllm_apply_penalties_repetition_over_prompt_and_output_once_presence_fr
 
 def test_vllm_sampling_params_temperature_floor_zero_greedy_and_range():
     """vllm/sampling_params.py: 0 < T < 0.01 is raised to 0.01; T == 0 is greedy and the filters
-    are reset (here top_p 0.1 would keep token 1 alone either way; min_p is skipped); T > 2 is an
-    error."""
+    are reset (min_p .9 is skipped, not evaluated); T > 2 is an error; any repetition_penalty > 0."""
     e = get("vllm")
     assert e.resolve({"temperature": 0.001})["temperature"] == 0.01
     p = e.probabilities(np.array([1.0, 3.0, 3.0]), {"temperature": 0.0, "min_p": 0.9})
@@ -76,6 +75,10 @@ def test_vllm_sampling_params_temperature_floor_zero_greedy_and_range():
     with pytest.raises(ParamError) as caught:
         e.resolve({"temperature": 2.5})
     assert caught.value.param == "temperature"
+    # "repetition_penalty must be greater than zero": no upper bound (nemo_ref's is 2).
+    assert e.resolve({"repetition_penalty": 3.0})["repetition_penalty"] == 3.0
+    with pytest.raises(ParamError, match="greater than zero"):
+        e.resolve({"repetition_penalty": 0.0})
 
 
 def test_vllm_min_p_is_strict_and_runs_on_the_tempered_distribution():

@@ -158,11 +158,15 @@ VLLM = EngineSpec(
         "temperature": _f("temperature", V_PARAMS, 0, 2, "400: temperature must be in [0, 2]"),
         "top_p": _f("top_p", V_PARAMS, 0, 1, "400: top_p must be in (0, 1]", lo_open=True),
         "top_k": _f(
-            "top_k", V_PARAMS, -1, kind="int", answer="400: top_k must be -1 or 0 (disable), or at least 1"
+            "top_k", V_PARAMS, -1, kind="int", answer="400: top_k must be 0 (disable), or at least 1"
         ),
         "min_p": _f("min_p", V_PARAMS, 0, 1, "400: min_p must be in [0, 1]"),
         "repetition_penalty": _f(
-            "repetition_penalty", V_PARAMS, 0, 2, "400: repetition_penalty must be in (0, 2]", lo_open=True
+            "repetition_penalty",
+            V_PARAMS,
+            0,
+            answer="400: repetition_penalty must be greater than zero",
+            lo_open=True,
         ),
         "presence_penalty": _f(
             "presence_penalty", V_PARAMS, -2, 2, "400: presence_penalty must be in [-2, 2]"
