@@ -174,6 +174,11 @@ def test_server_clamps_and_rejections():
     assert caught.value.param == "repeat_last_n" and "0 <= value" in str(caught.value)
     with pytest.raises(ParamError):
         e.resolve({"repeat_penalty": 0.0})
+    # logit_bias `false` bans a token (-inf), as the real logit_bias sampler then does.
+    z = np.array([1.0, 2.0, 0.5], dtype=np.float32)
+    knobs = e.resolve({"logit_bias": {"1": False}, "temperature": 1.0})
+    want, _ = real_chain(z, knobs, [], [], seed=5)
+    assert set(want) == {0, 2} and e.probabilities(z, {"logit_bias": {"1": False}})[1] == 0.0
     # repetition_penalty is not a llama-server field: silently ignored.
     assert e.resolve({"repetition_penalty": 1.5})["repetition_penalty"] == 1.0
     assert e.ignored_fields({"repetition_penalty": 1.5, "top_k": 3}) == ["repetition_penalty"]

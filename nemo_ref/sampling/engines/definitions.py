@@ -348,7 +348,7 @@ def _llama_fields(source: str) -> dict[str, Field]:
         ),
         "presence_penalty": _f("presence_penalty", source),
         "frequency_penalty": _f("frequency_penalty", source),
-        "logit_bias": _f("logit_bias", source, kind="bias", answer="no range; false = -inf"),
+        "logit_bias": _f("logit_bias", source, kind="bias", answer="no range; false bans", false_bans=True),
     }
 
 

@@ -199,7 +199,7 @@ def _field_text(name: str, f: Field) -> str:
         return f"sets {f.answer.split('`')[1]}: {f.answer}"
     if f.kind == "bias":
         if math.isinf(f.lo):
-            return "any value"
+            return "any value" + ("; `false` bans the token" if f.false_bans else "")
         rng = f"[{f.lo:g}, {f.hi:g}]"
         return f"clamped to {rng}" if f.violation == "clamp" else f"{rng}, else error"
     if f.required:

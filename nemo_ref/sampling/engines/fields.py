@@ -38,6 +38,7 @@ class Field:
     transform: Callable[[Any], dict[str, Any]] | None = None  # value -> knobs (TGI's presence)
     reject_values: tuple[Any, ...] = ()  # in range but refused (SGLang's top_k = 0)
     required: bool = False  # absent is an error (mistral-inference's temperature)
+    false_bans: bool = False  # logit_bias value `false` means -inf (llama-server)
 
 
 def _range_text(f: Field) -> str:
@@ -80,6 +81,9 @@ def check_bias(value: Any, f: Field, engine: str) -> dict[int, float]:
             raise ParamError("logit_bias", f"{engine}: logit_bias key {key!r} is not a token id") from None
         if isinstance(key, bool) or token < 0:
             raise ParamError("logit_bias", f"{engine}: logit_bias key {key!r} is not a token id")
+        if bias is False and f.false_bans:
+            out[token] = -math.inf
+            continue
         number = Field("use", kind="float", lo=f.lo, hi=f.hi, violation=f.violation, answer=f.answer)
         out[token] = out.get(token, 0.0) + float(check_number("logit_bias", bias, number, engine))
     return out
