@@ -164,3 +164,22 @@ def test_engines_with_non_neutral_defaults_are_not_softmax():
     assert kept["llama.cpp"] <= 40
     assert kept["mistral-inference"] < 120
     assert all(kept[n] == 120 for n in NEUTRAL_DEFAULT_ENGINES)
+
+
+def test_the_package_imports_numpy_only():
+    """Core: no torch, server, tokenizer or oracle import anywhere in nemo_ref/sampling/engines."""
+    import ast
+    from pathlib import Path
+
+    import nemo_ref.sampling.engines as package
+
+    allowed = {"numpy", "math", "numbers", "sys", "collections", "dataclasses", "typing", "__future__"}
+    for path in Path(package.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                roots = {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                roots = {(node.module or "").split(".")[0]}
+            else:
+                continue
+            assert roots <= allowed, (path.name, roots)
