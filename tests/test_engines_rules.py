@@ -388,3 +388,21 @@ def test_worked_examples_need_no_sort_order(name):
     for logits in ([3, 2, 1], [3, 1, 0], [2, 1, 1, 0]):
         p = get(name).probabilities(np.array(logits, float), {"temperature": 1.0})
         assert math.isclose(p.sum(), 1.0, abs_tol=1e-12) and p[0] == p.max()
+
+
+def test_request_notes_say_what_each_engine_silently_did():
+    """What an auditor needs next to the distribution: ignored fields, clamps and rewrites."""
+    assert get("tgi").request_notes({"presence_penalty": 0, "top_k": 5}) == [
+        "presence_penalty: 0 becomes repetition_penalty 2.0",
+        "top_k: not a field of TGI's chat request: ignored",
+    ]
+    notes = get("llama.cpp").request_notes({"top_p": 1.5, "repetition_penalty": 1.2})
+    assert notes == [
+        "top_p: 1.5 clamped to 1.0",
+        "repetition_penalty: not a llama-server field (its name is repeat_penalty): ignored",
+    ]
+    assert get("vllm").request_notes({"temperature": 0.001}) == ["temperature: 0.001 raised to 0.01"]
+    assert get("sglang").request_notes({"temperature": 0}) == [
+        "temperature: 0.0 becomes temperature 1.0, top_k 1"
+    ]
+    assert get("nemo_ref").request_notes({"temperature": 0.5, "top_k": 3}) == []

@@ -359,6 +359,7 @@ def render() -> str:
         "from nemo_ref.sampling import engines",
         'e = engines.get("llama.cpp")              # engines.names(): nemo_ref first',
         'e.resolve({"temperature": 0.7})           # the knobs it runs with, its defaults filled in',
+        'e.request_notes({"top_k": 5})             # what it silently ignored, clamped or rewrote',
         "e.probabilities(logits, request, prompt_tokens, output_tokens)   # float64 [V], sums to 1",
         "e.trace(logits, request, prompt_tokens, output_tokens)           # each step, what it dropped",
         "e.logprobs(logits, request, ...)          # what its API reports (raw / tempered / processed)",

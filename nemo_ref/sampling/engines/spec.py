@@ -318,7 +318,16 @@ class Engine:
         """The knobs this engine runs with for `request`: defaults, the fields it reads (validated,
         clamped or rejected as it does), its own rules (clamps, greedy rewrites). Fields outside
         `spec.fields` (seed, max_tokens, ...) are not sampling knobs and are left alone."""
+        return self._resolve(request)[0]
+
+    def request_notes(self, request: Mapping[str, Any]) -> list[str]:
+        """What this engine silently does to `request`: fields ignored, values clamped, rewrites
+        (e.g. TGI's presence_penalty -> repetition_penalty, vLLM's temperature floor)."""
+        return self._resolve(request)[1]
+
+    def _resolve(self, request: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
         knobs = {k: (dict(v) if isinstance(v, dict) else v) for k, v in self._defaults.items()}
+        notes: list[str] = []
         for name, f in self.spec.fields.items():
             if f.required and request.get(name) is None:
                 raise ParamError(name, f"{self.name}: {f.answer}")
@@ -327,30 +336,39 @@ class Engine:
             if f is None or value is None:  # null asks for the default on every engine here
                 continue
             if f.treatment == "ignore":
+                notes.append(f"{name}: {f.answer}")
                 continue
             if f.treatment == "unsupported":
                 if f.knob is not None and value == self._defaults[f.knob]:
                     continue  # the value the engine uses anyway: what omitting the field means
                 raise ParamError(name, f"{self.name}: {f.answer}")
-            value = (
+            checked = (
                 check_bias(value, f, self.name)
                 if f.kind == "bias"
                 else check_number(name, value, f, self.name)
             )
+            if f.kind != "bias" and checked != value:
+                notes.append(f"{name}: {value!r} clamped to {checked!r}")
             if f.transform is not None:
-                knobs.update(f.transform(value))
+                rewritten = f.transform(checked)
+                knobs.update(rewritten)
+                notes.append(
+                    f"{name}: {value!r} becomes " + ", ".join(f"{k} {v!r}" for k, v in rewritten.items())
+                )
             else:
-                knobs[f.knob] = value
-        return self._engine_rules(knobs)
+                knobs[f.knob] = checked
+        return self._engine_rules(knobs, notes), notes
 
-    def _engine_rules(self, knobs: dict[str, Any]) -> dict[str, Any]:
+    def _engine_rules(self, knobs: dict[str, Any], notes: list[str]) -> dict[str, Any]:
         s = self.spec
         if knobs["top_k"] < 0:
             knobs["top_k"] = 0  # -1 (and, where accepted, other negatives) means off
         floor = s.min_temperature.value
         if floor is not None and 0 < knobs["temperature"] < floor:
+            notes.append(f"temperature: {knobs['temperature']!r} raised to {floor!r}")
             knobs["temperature"] = floor
         if s.zero_temperature.value == "greedy_via_top_k" and knobs["temperature"] < 1e-6:
+            notes.append(f"temperature: {knobs['temperature']!r} becomes temperature 1.0, top_k 1")
             knobs["temperature"], knobs["top_k"] = 1.0, 1
         return knobs
 
