@@ -183,3 +183,26 @@ def test_the_package_imports_numpy_only():
             else:
                 continue
             assert roots <= allowed, (path.name, roots)
+
+
+def test_top_p_on_flat_distributions_walks_value_buckets_exactly():
+    """A flat distribution (a random-weight model's) needs most of the vocabulary: top_p then cuts
+    by value buckets instead of sorting. Same kept set as the reference's S8 (pure Python, sorted),
+    with and without exact ties, and as a plain sorted walk for the A(t) <= p boundary."""
+    from nemo_ref.sampling.engines import steps
+
+    rng = np.random.default_rng(3)
+    for case in range(6):
+        z = rng.normal(0, 0.05 if case % 2 else 0.5, 20000)
+        if case >= 4:
+            z = np.round(z * 200) / 200  # many exact ties
+        p = float(rng.uniform(0.5, 0.97))
+        want = np.isfinite(np.array(reference.top_p(z.tolist(), p)))
+        got = np.isfinite(steps.top_p(z, p, "lt"))
+        assert np.array_equal(got, want), case
+        order = np.lexsort((np.arange(z.size), -z))
+        q = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+        above = np.concatenate(([0.0], np.cumsum(q[order])[:-1]))
+        keep_le = np.zeros(z.size, bool)
+        keep_le[order[above <= p]] = True
+        assert np.array_equal(np.isfinite(steps.top_p(z, p, "le")), keep_le), case
