@@ -406,3 +406,105 @@ def test_request_notes_say_what_each_engine_silently_did():
         "temperature: 0.0 becomes temperature 1.0, top_k 1"
     ]
     assert get("nemo_ref").request_notes({"temperature": 0.5, "top_k": 3}) == []
+
+
+# ---- the worked-examples table of docs/engines.md, every cell by hand ----------------------------
+
+ERROR = "error"
+
+
+def _cells_by_hand() -> dict[str, dict[str, object]]:
+    """Expected final distributions (or ERROR) per example title and engine. The reasoning is in
+    the comments; the arithmetic is softmax of small hand-written logit vectors."""
+    zero = 0.0
+    geometric = -0.1 * np.arange(100)
+    return {
+        # T .5 first: top token .867 >= .8 -> {0}; llama.cpp/Ollama: top_p on T=1 (.665) keeps 2.
+        "logits [3, 2, 1], top_p 0.8, T 0.5": {
+            **{n: [1.0, zero, zero] for n in TEMPERATURE_FIRST},
+            "llama.cpp": [*softmax([6.0, 4.0]), zero],
+            "ollama": [*softmax([6.0, 4.0]), zero],
+        },
+        # min_p after T keeps all; llama.cpp before T keeps {0}; Ollama ignores min_p; TGI has none;
+        # mistral-inference and OpenAI answer an error for min_p.
+        "logits [3, 1, 0], min_p 0.2, T 2": {
+            **{n: softmax([1.5, 0.5, 0.0]) for n in ["nemo_ref", "vllm", "hf", "sglang", "ollama", "tgi"]},
+            "llama.cpp": [1.0, zero, zero],
+            "mistral-inference": ERROR,
+            "openai": ERROR,
+        },
+        "probs [.5, .3, .15, .05], top_p 0.82, min_p 0.2": {
+            "nemo_ref": [0.5 / 0.8, 0.3 / 0.8, zero, zero],
+            "vllm": [0.5 / 0.8, 0.3 / 0.8, zero, zero],
+            **{n: [0.5 / 0.95, 0.3 / 0.95, 0.15 / 0.95, zero] for n in ["hf", "llama.cpp", "sglang"]},
+            # min_p ignored: top_p alone keeps A = 0, .5, .8 < .82
+            **{n: [0.5 / 0.95, 0.3 / 0.95, 0.15 / 0.95, zero] for n in ["ollama", "tgi"]},
+            "mistral-inference": ERROR,  # top_p is not a parameter of generate()
+            "openai": ERROR,  # min_p
+        },
+        "logits [2, 1, 1, 0], top_k 2": {
+            "nemo_ref": [*softmax([2.0, 1.0]), zero, zero],
+            "vllm": [*softmax([2.0, 1.0, 1.0]), zero],
+            "hf": [*softmax([2.0, 1.0, 1.0]), zero],
+            "llama.cpp": [*softmax([2.0, 1.0]), zero, zero],
+            "sglang": [*softmax([2.0, 1.0]), zero, zero],
+            "ollama": softmax([2.0, 1.0, 1.0, 0.0]),  # top_k ignored, 40 of 4 keeps all
+            "tgi": softmax([2.0, 1.0, 1.0, 0.0]),  # top_k ignored on the chat route
+            "mistral-inference": ERROR,
+            "openai": ERROR,
+        },
+        "probs [.4, .3, .2, .1], top_k 2, top_p 0.5": {
+            # renormalised after top_k: A(1) = .571 >= .5
+            **{n: [1.0, zero, zero, zero] for n in ["nemo_ref", "vllm", "hf", "llama.cpp"]},
+            "sglang": [0.4 / 0.7, 0.3 / 0.7, zero, zero],  # A(1) = .4 on the full distribution
+            "ollama": [0.4 / 0.7, 0.3 / 0.7, zero, zero],  # top_k ignored: A(1) = .4, A(2) = .7
+            "tgi": [0.4 / 0.7, 0.3 / 0.7, zero, zero],
+            "mistral-inference": ERROR,
+            "openai": ERROR,
+        },
+        "logits [1, 1, 0, 0], presence_penalty 1, token 0 in the prompt, token 1 generated": {
+            **{n: softmax([1.0, 0.0, 0.0, 0.0]) for n in ["nemo_ref", "vllm", "sglang", "openai"]},
+            "llama.cpp": [0.25] * 4,  # the window holds the prompt: both penalised
+            "ollama": [0.25] * 4,
+            "tgi": softmax([1 / 3, 1 / 3, 0.0, 0.0]),  # repetition 3 over prompt + output
+            "hf": ERROR,
+            "mistral-inference": ERROR,
+        },
+        "logits [2, 0, 0, 0], repetition_penalty 1.5, token 0 in the prompt": {
+            **{n: softmax([2 / 1.5, 0.0, 0.0, 0.0]) for n in ["nemo_ref", "vllm", "hf"]},
+            # ignored (llama.cpp, Ollama, TGI) or output-only (SGLang): unpenalised
+            **{n: softmax([2.0, 0.0, 0.0, 0.0]) for n in ["llama.cpp", "ollama", "tgi", "sglang"]},
+            "mistral-inference": ERROR,
+            "openai": ERROR,
+        },
+        "logits 0, -0.1, ..., -9.9 (100 tokens), empty request": {
+            **{n: softmax(geometric) for n in ["nemo_ref", "vllm", "sglang", "tgi", "openai"]},
+            "hf": [*softmax(geometric[:50]), *[zero] * 50],  # top_k 50
+            "ollama": [*softmax(geometric[:40]), *[zero] * 60],  # top_k 40, T 1, top_p 1
+            # top_k 40; top_p .95 on those 40: A(k) = (1 - r^k)/(1 - r^40) < .95, r = e^-.1,
+            # k < ln(1 - .95 (1 - e^-4)) / -.1 = 26.97: 27 tokens; min_p .05 keeps z >= -3.0; T .8.
+            "llama.cpp": [*softmax(geometric[:27] / 0.8), *[zero] * 73],
+            # top_p .8, A(t) <= .8: r^k >= 1 - .8 (1 - e^-10), k <= 16.09: 17 tokens (T 1 given).
+            "mistral-inference": [*softmax(geometric[:17]), *[zero] * 83],
+        },
+    }
+
+
+def test_docs_engines_md_worked_examples_cell_by_cell():
+    from nemo_ref.sampling.engines.doc import EXAMPLES
+
+    by_hand = _cells_by_hand()
+    assert [title for title, *_ in EXAMPLES] == list(by_hand)
+    for title, logits, request, prompt, output in EXAMPLES:
+        for name in names():
+            want = by_hand[title][name]
+            req = dict(request)
+            if name == "mistral-inference":
+                req.setdefault("temperature", 1.0)
+            if want is ERROR:
+                with pytest.raises(ParamError):
+                    get(name).probabilities(np.array(logits, float), req, prompt, output)
+                continue
+            got = get(name).probabilities(np.array(logits, float), req, prompt, output)
+            atol = 1e-6 if name in TEMPERATURE_LAST else 1e-12  # float32 engines
+            np.testing.assert_allclose(got, want, atol=atol, err_msg=f"{title} / {name}")
