@@ -1,5 +1,7 @@
 """The nine engines, each as its choices over the shared steps, each choice with its source.
 
+Long by nature: it is the data behind docs/engines.md, one block per engine, nothing else.
+
 Sources are files of the engine's own repository at the version in `version` (llama.cpp: the copy
 vendored by llama-cpp-python 0.3.36). `Cited(..., assumed=True)` marks what the source (or, for
 OpenAI, the API reference) leaves open: the emulation's assumption, stated in docs/engines.md.

@@ -116,13 +116,15 @@ class _Row:
     output: np.ndarray
 
     def scope(self, which: str) -> np.ndarray:
+        """The token ids a penalty sees: "output", "prompt+output", or "window" (the last
+        repeat_last_n of prompt + output: llama-server accepts every prompt token into it)."""
         if which == "output":
             return self.output
         history = np.concatenate([self.prompt, self.output])
-        if which == "window":
-            n = self.knobs["repeat_last_n"]
-            return history if n is None else history[max(history.size - n, 0) :] if n > 0 else history[:0]
-        return history  # "prompt+output"
+        n = self.knobs["repeat_last_n"]
+        if which != "window" or n is None:
+            return history
+        return history[max(history.size - n, 0) :] if n > 0 else history[:0]
 
 
 def _counts(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
