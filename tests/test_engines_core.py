@@ -206,3 +206,27 @@ def test_top_p_on_flat_distributions_walks_value_buckets_exactly():
         keep_le = np.zeros(z.size, bool)
         keep_le[order[above <= p]] = True
         assert np.array_equal(np.isfinite(steps.top_p(z, p, "le")), keep_le), case
+
+
+def test_trace_names_the_step_that_dropped_each_token():
+    """llama.cpp's defaults on [3, 2, 1, -2]: top_p .95 drops token 3 (A = .662 + .244 + .090
+    >= .95); with top_p 1, min_p .05 (before temperature) drops it (e^-5 < .05)."""
+    trace = get("llama.cpp").trace(np.array([3.0, 2.0, 1.0, -2.0]), {})
+    assert [trace.dropped_at(t) for t in range(4)] == [None, None, None, "top_p"]
+    trace = get("llama.cpp").trace(np.array([3.0, 2.0, 1.0, -2.0]), {"top_p": 1.0})
+    assert [trace.dropped_at(t) for t in range(4)] == [None, None, None, "min_p"]
+    np.testing.assert_allclose(trace.stage_probabilities(0), softmax_np([3.0, 2.0, 1.0, -2.0]), rtol=1e-6)
+    assert [name for name, _ in trace.steps] == [
+        "logit_bias",
+        "repetition",
+        "presence_frequency",
+        "top_k",
+        "top_p",
+        "min_p",
+        "temperature",
+    ]
+
+
+def softmax_np(x) -> np.ndarray:
+    w = np.exp(np.asarray(x) - max(x))
+    return w / w.sum()

@@ -102,6 +102,15 @@ class Trace:
     input_logits: np.ndarray
     tempered_logits: np.ndarray | None = None  # after temperature, before the filters
 
+    def stage_probabilities(self, i: int) -> np.ndarray:
+        """softmax of the logits after step i (a dense pass: computed on demand, not stored)."""
+        return steps.softmax(self.stage_logits[i])
+
+    def dropped_at(self, token: int) -> str | None:
+        """The name of the step that removed `token`, or None if it survived."""
+        i = int(self.dropped_by[token])
+        return None if i < 0 else self.steps[i][0]
+
 
 # ---- the steps, by name --------------------------------------------------------------------------
 
