@@ -370,14 +370,15 @@ LLAMA_CPP = EngineSpec(
 
 O_OPENAI = "openai/openai.go (FromChatRequest)"
 O_TYPES = "api/types.go (DefaultOptions)"
+O_RUNNER = "llm/llama_server.go"
 _OLLAMA_IGNORES = "not read by Ollama's OpenAI route (use /api/chat options): ignored"
 
 OLLAMA = EngineSpec(
     name="ollama",
-    version="Ollama (2026-08, llama-server runner)",
+    version="Ollama (main at 2026-08-21, fb30760; llama-server runner)",
     defaults=Cited(
         {"temperature": 1.0, "top_k": 40, "top_p": 1.0, "min_p": 0.0, "repeat_last_n": 64},
-        O_TYPES + " + " + O_OPENAI + " (unset temperature/top_p -> 1.0)",
+        O_TYPES + " + " + O_OPENAI + " (unset temperature/top_p -> 1.0) + " + O_RUNNER + " (sent explicitly)",
     ),
     fields={
         "temperature": _f(
