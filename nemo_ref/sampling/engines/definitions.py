@@ -416,7 +416,9 @@ SGLANG = EngineSpec(
     ),
     defaults=Cited({}, S_PARAMS),
     fields={
-        "temperature": _f("temperature", S_PARAMS, 0, answer="temperature must be non-negative"),
+        "temperature": _f(
+            "temperature", S_PARAMS, 0, answer="temperature must be a non-negative finite number"
+        ),
         "top_p": _f("top_p", S_PARAMS, 0, 1, "top_p must be in (0, 1]", lo_open=True),
         "top_k": _f(
             "top_k",
@@ -424,7 +426,7 @@ SGLANG = EngineSpec(
             -1,
             kind="int",
             reject_values=(0,),
-            answer="top_k must be -1 (disable), or at least 1",
+            answer="top_k must be -1 (disable) or at least 1",
         ),
         "min_p": _f("min_p", S_PARAMS, 0, 1, "min_p must be in [0, 1]"),
         "repetition_penalty": _f(
@@ -432,14 +434,13 @@ SGLANG = EngineSpec(
             S_PARAMS,
             0,
             2,
-            "repetition_penalty must be in (0, 2]",
+            "repetition_penalty must be in (0, 2] (1.0 = no penalty)",
             lo_open=True,
-            assumed=True,
         ),
         "presence_penalty": _f("presence_penalty", S_PARAMS, -2, 2, "presence_penalty must be in [-2, 2]"),
         "frequency_penalty": _f("frequency_penalty", S_PARAMS, -2, 2, "frequency_penalty must be in [-2, 2]"),
         "logit_bias": Field(
-            "use", "logit_bias", kind="bias", source=S_BATCH, assumed=True, answer="no range"
+            "use", "logit_bias", kind="bias", source=S_PARAMS + " (keys in [0, V); values unchecked)"
         ),
     },
     repetition_sign=Cited("positive_divides", S_PEN + "repetition_penalty.py (z < 0 -> z * r)"),
