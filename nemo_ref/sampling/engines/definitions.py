@@ -197,6 +197,9 @@ VLLM = EngineSpec(
     notes=(
         "The OpenAI server overlays the model's generation_config.json on these defaults unless started "
         "with --generation-config vllm (vllm-project/vllm#15281).",
+        "On CUDA, vLLM can sample with FlashInfer's top-k/top-p kernels (VLLM_USE_FLASHINFER_SAMPLER); "
+        "their boundaries are not modelled here (the emulation follows the PyTorch path of "
+        "topk_topp_sampler.py).",
     ),
 )
 
