@@ -516,6 +516,10 @@ TGI = EngineSpec(
         "(UNVERIFIED); this emulation penalises the row's own tokens only.",
         "Chat-template tokens are part of the prompt, so the repetition penalty hits them "
         "(huggingface/text-generation-inference#1170).",
+        "The frequency penalty divides by input_ids' width, which for a padded batch is the longest "
+        "row: the same request is penalised less next to a longer one.",
+        "logits_process.py also holds a non-batched FrequencyPenaltyLogitsProcessor with another "
+        "formula (-z*f or -z/f per occurrence); which models use it is UNVERIFIED, not modelled.",
     ),
 )
 
