@@ -24,7 +24,8 @@ from .checkpoint import (
     inspect_checkpoint,
     save_checkpoint,
 )
-from .config import PRESETS, ConfigError, ModelArgs
+from .config import PRESETS, ConfigError, ModelArgs, RopeScaling
+from .family import bundled_tokenizer_for_vocab, describe, identify
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 RANDOM_README = """\
@@ -58,7 +59,7 @@ def add_checkpoint_commands(subparsers: Any) -> None:
         "convert",
         help="convert a checkpoint between the mistral and HF layouts (lossless)",
         description="Re-write a checkpoint in the other published layout. The weights are copied "
-        "exactly (the q/k permutation is a pure reordering); tekken.json, README.txt and the "
+        "exactly (the q/k permutation is a pure reordering); the tokenizer file, README.txt and the "
         "random-weights mark come along.",
     )
     p.add_argument("src", type=Path, metavar="DIR", help="checkpoint directory (either layout)")
@@ -90,7 +91,12 @@ def _add_write_args(p: argparse.ArgumentParser, tokenizer: bool = True) -> None:
         help=f"HF layout: bound on each shard's size (default {DEFAULT_MAX_SHARD_BYTES:,})",
     )
     if tokenizer:
-        p.add_argument("--tokenizer", type=Path, metavar="FILE", help="a tekken.json to copy alongside")
+        p.add_argument(
+            "--tokenizer",
+            type=Path,
+            metavar="FILE",
+            help="a tokenizer file to copy alongside (tekken*.json -> tekken.json, *.model.vN -> tokenizer.model.vN)",
+        )
     p.add_argument("--force", action="store_true", help="write into a non-empty output directory")
 
 
@@ -171,6 +177,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         info = inspect_checkpoint(args.path)
     except (CheckpointError, ConfigError) as e:
         return _fail("inspect", e)
+    model_args = _model_args(info["config"])
+    info["family"] = identify(model_args)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -192,6 +200,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             if info["random_weights"]
             else "from the checkpoint",
         ),
+        ("family", describe(model_args)),
         ("parameters", f"{info['parameters']:,} in {info['tensors']} tensors"),
         ("dtype", _dtypes(info)),
         (
@@ -209,11 +218,20 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             f"norm_eps {c['norm_eps']}, rope_theta {c['rope_theta']:g}, max_seq_len {c['max_seq_len']}, "
             f"rope {rope_desc}, tied embeddings {c['tied_embeddings']}",
         ),
-        ("tokenizer", "tekken.json" if info["tokenizer"] else "none here (the bundled Tekken is used)"),
+        (
+            "tokenizer",
+            info["tokenizer_file"]
+            or f"none here (the bundled {bundled_tokenizer_for_vocab(c['vocab_size'])} is used)",
+        ),
     ]
     for key, value in rows:
         print(f"{key:<11} {value}")
     return 0
+
+
+def _model_args(config: dict[str, Any]) -> ModelArgs:
+    """The ModelArgs back from inspect's JSON-ready ``config`` dict."""
+    return ModelArgs(**{**config, "rope_scaling": RopeScaling(**config["rope_scaling"])})
 
 
 def _dtypes(info: dict[str, Any]) -> str:

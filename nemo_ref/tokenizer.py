@@ -46,6 +46,7 @@ __all__ = [
     "IncrementalDecoder",
     "Tokenizer",
     "bundled_tekken_path",
+    "checkpoint_tokenizer_name",
     "find_tokenizer_file",
     "load_tokenizer",
     "nemo_tool_call_id",
@@ -142,6 +143,16 @@ def nemo_tool_call_id(client_id: str) -> str:
     return "".join(digits)
 
 
+def checkpoint_tokenizer_name(path: str | Path) -> str:
+    """The name a tokenizer file takes inside a checkpoint directory, as Mistral's repositories
+    name it: `tekken.json`, or `tokenizer.model.vN` for a SentencePiece model (mistral-common's
+    `mistral_instruct_tokenizer_240323.model.v3` becomes `tokenizer.model.v3`)."""
+    name = Path(path).name
+    if m := re.fullmatch(r".*\.model(\.v\d+(m\d+)?)?", name):
+        return "tokenizer.model" + (m.group(1) or "")
+    return "tekken.json"
+
+
 def load_tokenizer(path: str | Path | None = None, *, vocab_size: int | None = None) -> Tokenizer:
     """Load a Mistral tokenizer (Tekken or SentencePiece).
 
@@ -164,7 +175,11 @@ def load_tokenizer(path: str | Path | None = None, *, vocab_size: int | None = N
                 file = found
             else:
                 file = _bundled_for(vocab_size)
-                warnings.warn(f"{p} has no tokenizer file; using the bundled {file.name}", stacklevel=2)
+                warnings.warn(
+                    f"{p} has no tokenizer file (no tekken.json or tokenizer.model.v*); using the "
+                    f"bundled {file.name}",
+                    stacklevel=2,
+                )
         elif p.is_file():
             file = p
         else:
