@@ -319,6 +319,18 @@ class Tokenizer:
         t = int(token_id)
         return 0 <= t < self.vocab_size and self._special[t]
 
+    def llguidance_view(self) -> Any:
+        """What `llguidance.TokenizerWrapper` needs of a SentencePiece tokenizer (structured.py).
+
+        Control tokens (and <unk>) are special, named `<NAME>` as mistral-common names Tekken's
+        (`[TOOL_CALLS]` -> `<TOOL_CALLS>`), so grammars refer to them by name; every other id is
+        its bytes. Strings are tokenized without the dummy prefix: after a "\\n" that is a lone
+        byte piece and never merges, and whose tokens are then dropped.
+        """
+        if self.kind != "sentencepiece":
+            raise ValueError("llguidance_view is for SentencePiece tokenizers (Tekken: mistral-common's)")
+        return _LLGView(self)
+
     def special_id(self, text: str) -> int:
         """Id of a control token from its text form, e.g. "[TOOL_CALLS]" -> 9 (Tekken) or 5 (v3)."""
         try:
@@ -378,6 +390,21 @@ class Tokenizer:
     def encode_chat_text(self, messages: list[dict], tools: list[dict] | None = None) -> str:
         """The chat prompt with control tokens spelled out (for display and debugging)."""
         return self.decode(self.encode_chat(messages, tools), skip_special=False)
+
+
+class _LLGView:
+    def __init__(self, tok: Tokenizer):
+        self.eos_token_id, self.bos_token_id = tok.eos_id, tok.bos_id
+        special = [i for i in range(tok.vocab_size) if tok._special[i] or i == tok.unk_id]
+        names = {i: re.sub(r"^\[(.*)\]$", r"<\1>", tok._bytes[i].decode()) for i in special}
+        names[tok.unk_id] = "<unk>"
+        self.special_token_ids = special
+        self.tokens = [names[i].encode() if i in names else tok._bytes[i] for i in range(tok.vocab_size)]
+        self._encode = tok.inner.encode
+        self._prefix = len(self._encode("\n", bos=False, eos=False))
+
+    def __call__(self, s: str) -> list[int]:
+        return self._encode("\n" + s, bos=False, eos=False)[self._prefix :]
 
 
 def _keep():
