@@ -54,7 +54,14 @@ def load_from_args(args: argparse.Namespace) -> tuple[Any, Any, str | None]:
         tokenizer = load_tokenizer(args.checkpoint, vocab_size=model.args.vocab_size)
     else:
         preset = args.preset or DEFAULT_PRESET
-        model = embedded_model(preset, args.weights_seed, dtype=dtype, device=device, attn_backend=backend)
+        from .config import ConfigError
+
+        try:
+            model = embedded_model(
+                preset, args.weights_seed, dtype=dtype, device=device, attn_backend=backend
+            )
+        except ConfigError as e:
+            raise SystemExit(f"error: --preset: {e}") from None
         tokenizer = load_tokenizer(vocab_size=model.args.vocab_size)
         warning = notice(preset, args.weights_seed)
     if tokenizer.vocab_size != model.args.vocab_size:
