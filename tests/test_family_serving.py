@@ -169,6 +169,23 @@ def test_server_tokenize_and_tools_per_tokenizer(checkpoints):
                 assert r.status_code == 400, r.text
                 err = r.json()["error"]
                 assert err["param"] == "tools" and "sentencepiece v1" in err["message"]
+                schema = {"type": "object", "properties": {"n": {"enum": [1, 2, 3]}}, "required": ["n"]}
+                schema["additionalProperties"] = False
+                body = {
+                    "model": "nemo-ref",
+                    "messages": [{"role": "user", "content": "A number?"}],
+                    "response_format": {
+                        "type": "json_schema",
+                        "json_schema": {"name": "n", "schema": schema},
+                    },
+                    "max_tokens": 200,
+                    "seed": 2,
+                }
+                r = client.post("/v1/chat/completions", json=body)  # structured outputs need no tools
+                assert r.status_code == 200, r.text
+                (choice,) = r.json()["choices"]
+                assert choice["finish_reason"] == "stop", choice
+                assert json.loads(choice["message"]["content"])["n"] in (1, 2, 3)
             else:
                 assert r.status_code == 200, r.text
                 (choice,) = r.json()["choices"]
