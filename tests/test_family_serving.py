@@ -169,8 +169,12 @@ def test_server_tokenize_and_tools_per_tokenizer(checkpoints):
                 assert r.status_code == 400, r.text
                 err = r.json()["error"]
                 assert err["param"] == "tools" and "sentencepiece v1" in err["message"]
-                schema = {"type": "object", "properties": {"n": {"enum": [1, 2, 3]}}, "required": ["n"]}
-                schema["additionalProperties"] = False
+                schema = {
+                    "type": "object",
+                    "properties": {"n": {"enum": [1, 2, 3]}},
+                    "required": ["n"],
+                    "additionalProperties": False,
+                }
                 body = {
                     "model": "nemo-ref",
                     "messages": [{"role": "user", "content": "A number?"}],
