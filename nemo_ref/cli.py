@@ -30,7 +30,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def load_from_args(args: argparse.Namespace) -> tuple[Any, Any, str | None]:
-    """(model, tokenizer, random-weights notice or None).
+    """(model, tokenizer, random-weights notice or None). A bad preset, checkpoint or tokenizer
+    raises ValueError (ConfigError, CheckpointError) with a message naming it.
 
     The tokenizer is the checkpoint's own file, else the one mistral-common bundles for the model's
     vocabulary (Tekken for Nemo's 131072 ids, SentencePiece v3 for 32768, v1 for 32000).
@@ -54,19 +55,12 @@ def load_from_args(args: argparse.Namespace) -> tuple[Any, Any, str | None]:
         tokenizer = load_tokenizer(args.checkpoint, vocab_size=model.args.vocab_size)
     else:
         preset = args.preset or DEFAULT_PRESET
-        from .config import ConfigError
-
-        try:
-            model = embedded_model(
-                preset, args.weights_seed, dtype=dtype, device=device, attn_backend=backend
-            )
-        except ConfigError as e:
-            raise SystemExit(f"error: --preset: {e}") from None
+        model = embedded_model(preset, args.weights_seed, dtype=dtype, device=device, attn_backend=backend)
         tokenizer = load_tokenizer(vocab_size=model.args.vocab_size)
         warning = notice(preset, args.weights_seed)
     if tokenizer.vocab_size != model.args.vocab_size:
-        raise SystemExit(
-            f"error: the tokenizer ({tokenizer.describe()}, {tokenizer.path}) does not match the "
+        raise ValueError(
+            f"the tokenizer ({tokenizer.describe()}, {tokenizer.path}) does not match the "
             f"model's vocabulary of {model.args.vocab_size} ids"
         )
     return model, tokenizer, warning
@@ -127,7 +121,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from .generate import encode_prompt, generate, stream
     from .sampling.params import ParamError
 
-    model, tok, warning = load_from_args(args)
+    try:
+        model, tok, warning = load_from_args(args)
+    except ValueError as e:  # ConfigError, CheckpointError, a tokenizer that does not fit
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if warning:
         print(warning, file=sys.stderr)
     try:

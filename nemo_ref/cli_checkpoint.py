@@ -216,17 +216,24 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         (
             "",
             f"norm_eps {c['norm_eps']}, rope_theta {c['rope_theta']:g}, max_seq_len {c['max_seq_len']}, "
-            f"rope {rope_desc}, tied embeddings {c['tied_embeddings']}",
+            f"rope {rope_desc}, tied embeddings {c['tied_embeddings']}"
+            + (f", sliding window {c['sliding_window']}" if c["sliding_window"] else ""),
         ),
         (
             "tokenizer",
-            info["tokenizer_file"]
-            or f"none here (the bundled {bundled_tokenizer_for_vocab(c['vocab_size'])} is used)",
+            info["tokenizer_file"] or _bundled_note(c["vocab_size"]),
         ),
     ]
     for key, value in rows:
         print(f"{key:<11} {value}")
     return 0
+
+
+def _bundled_note(vocab_size: int) -> str:
+    name = bundled_tokenizer_for_vocab(vocab_size)
+    if name is None:
+        return f"none here, and mistral-common bundles none with {vocab_size} ids"
+    return f"none here (the bundled {name} is used)"
 
 
 def _model_args(config: dict[str, Any]) -> ModelArgs:

@@ -9,6 +9,7 @@ Oracles: mistral-common's ``encode_chat_completion`` for prompts, jsonschema for
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -74,6 +75,10 @@ def test_checkpoints_carry_their_tokenizer(checkpoints, capsys):
     assert (checkpoints["v1"] / "tokenizer.model.v1").is_file()
     assert (checkpoints["v3"] / "tokenizer.model.v3").is_file()
     capsys.readouterr()
+    assert main(["inspect", str(checkpoints["v1"])]) == 0
+    out = capsys.readouterr().out
+    assert "tokenizer   tokenizer.model.v1" in out and "sliding window 4096" in out
+    capsys.readouterr()
     assert main(["inspect", str(checkpoints["v3"])]) == 0
     out = capsys.readouterr().out
     assert "tokenizer   tokenizer.model.v3" in out and "RANDOM" in out
@@ -110,11 +115,17 @@ def test_generate_with_a_family_preset_uses_its_tokenizer(capsys):
     assert out["usage"]["prompt_tokens"] == 1 + len(sp.encode(text))
 
 
-def test_unknown_preset_is_a_clear_error():
-    with pytest.raises(
-        SystemExit, match=r"--preset: unknown preset 'mistral-9b'; valid presets: .*mistral-7b-v0\.3"
-    ):
-        main(["generate", "x", "--preset", "mistral-9b"])
+def test_bad_preset_or_tokenizer_is_a_clear_error(checkpoints, tmp_path, capsys):
+    assert main(["generate", "x", "--preset", "mistral-9b"]) == 2
+    assert "error: unknown preset 'mistral-9b'; valid presets:" in capsys.readouterr().err
+    # A 32768-id model with the 32000-id v1 tokenizer next to it.
+    bad = tmp_path / "bad"
+    shutil.copytree(checkpoints["v3"], bad)
+    (bad / "tokenizer.model.v3").unlink()
+    shutil.copy(bundled_path(V1), bad / "tokenizer.model.v1")
+    assert main(["generate", "x", "--checkpoint", str(bad), "--max-tokens", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "sentencepiece v1, 32000 ids" in err and "vocabulary of 32768 ids" in err
 
 
 def test_tool_calls_with_a_sentencepiece_model(checkpoints):
