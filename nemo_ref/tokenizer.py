@@ -154,7 +154,15 @@ def load_tokenizer(path: str | Path | None = None, *, vocab_size: int | None = N
         else:
             raise FileNotFoundError(f"no tokenizer file or directory at {p}")
     file = file.resolve()
-    return _load_file(str(file), file.stat().st_mtime_ns)
+    tokenizer = _load_file(str(file), file.stat().st_mtime_ns)
+    if tokenizer.version == "v1" and tokenizer.vocab_size != 32000:
+        # mistral-common reads the version from the file name; a bare `tokenizer.model` is v1.
+        warnings.warn(
+            f"{file.name} is read as SentencePiece v1 (no .vN suffix) but has {tokenizer.vocab_size} ids "
+            "(v1 has 32000): if it is a later version, name it tokenizer.model.v3 (or its version)",
+            stacklevel=2,
+        )
+    return tokenizer
 
 
 def _bundled_for(vocab_size: int | None) -> Path:
@@ -246,12 +254,18 @@ class Tokenizer:
         by U+FFFD as the format's own decoder does (Tekken: one per maximal invalid subsequence,
         as `bytes.decode(errors="replace")`; SentencePiece: one per invalid byte). Control tokens
         are dropped, or written as their text ("[TOOL_CALLS]") when `skip_special` is False.
-        Equal to feeding the ids to an `IncrementalDecoder` and flushing."""
-        return self.decode_bytes(ids, skip_special).decode("utf-8", errors=self._errors)
+        SentencePiece decodes the text between control tokens separately, so a control token ends
+        an incomplete UTF-8 sequence even when it is skipped. Equal to feeding the ids to an
+        `IncrementalDecoder` and flushing."""
+        if self.kind == "tekken":
+            return self.decode_bytes(ids, skip_special).decode("utf-8", errors=self._errors)
+        dec = IncrementalDecoder(self, skip_special)
+        return "".join([dec.push(t) for t in ids]) + dec.flush()
 
     def decode_bytes(self, ids: Sequence[int], skip_special: bool = True) -> bytes:
         """Raw bytes of a sequence of ids (control tokens dropped or spelled out). SentencePiece:
-        the dummy-prefix space of the first non-control piece is dropped, as SentencePiece does."""
+        the dummy-prefix space of the first non-control piece is dropped, as SentencePiece does.
+        (Decoding these bytes is `decode` except where SentencePiece splits at control tokens.)"""
         out = []
         first = True
         for t in ids:
@@ -431,14 +445,16 @@ class IncrementalDecoder:
 
     def push(self, token_id: int) -> str:
         t = int(token_id)
-        if self.tokenizer.is_special(t):
-            if self.skip_special:
-                return ""
-            raw = self.tokenizer.token_bytes(t)
+        tok = self.tokenizer
+        if tok.is_special(t):
+            # SentencePiece decodes the text between control tokens separately: a control token ends
+            # an incomplete byte sequence, even a skipped one. Tekken joins the bytes across it.
+            new = self._dec.decode(b"", final=True) if tok.kind == "sentencepiece" else ""
+            if not self.skip_special:
+                new += self._dec.decode(tok.token_bytes(t), final=False)
         else:
-            raw = self.tokenizer.piece_bytes(self.tokenizer._check(t), self._first)
+            new = self._dec.decode(tok.piece_bytes(tok._check(t), self._first), final=False)
             self._first = False
-        new = self._dec.decode(raw, final=False)
         self.text += new
         return new
 

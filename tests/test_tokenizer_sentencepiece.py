@@ -129,6 +129,17 @@ def test_incremental_decoding_holds_back_byte_fallback_pieces(toks, sps):
     assert dec.flush() == "\ufffd\ufffd" == sp.decode(cut)[3:]
 
 
+def test_a_control_token_ends_a_byte_sequence(toks, sps):
+    """SentencePiece decodes the text between control tokens separately: "é" split by `</s>` is two
+    U+FFFD, skipped or not (Tekken, whose decoder joins the bytes, would give "é")."""
+    tok, sp = toks["v3"], sps["v3"]
+    ids = [sp.piece_to_id("<0xC3>"), tok.eos_id, sp.piece_to_id("<0xA9>")]
+    assert tok.decode(ids) == sp.decode(ids) == "\ufffd\ufffd"
+    assert tok.decode(ids[:1] + ids[2:]) == "é"
+    dec = IncrementalDecoder(tok, skip_special=False)
+    assert "".join(dec.push(t) for t in ids) + dec.flush() == "\ufffd</s>\ufffd"
+
+
 def test_dummy_prefix_space_is_dropped_once(toks, sps):
     tok, sp = toks["v3"], sps["v3"]
     inst, hi, there = sp.piece_to_id("[INST]"), sp.piece_to_id("▁Hi"), sp.piece_to_id("▁there")
@@ -237,6 +248,12 @@ def test_load_tokenizer_picks_the_checkpoint_file(tmp_path, toks):
     v1.mkdir()
     shutil.copy(bundled_path(FILES["v1"]), v1 / "tokenizer.model")
     assert load_tokenizer(v1).version == "v1"
+    # A v3 model under the bare name is read as v1 (mistral-common goes by the name): a warning.
+    renamed = tmp_path / "renamed"
+    renamed.mkdir()
+    shutil.copy(bundled_path(FILES["v3"]), renamed / "tokenizer.model")
+    with pytest.warns(UserWarning, match=r"read as SentencePiece v1 .* has 32768 ids"):
+        assert load_tokenizer(renamed).version == "v1"
     # tekken.json wins when both are there (Nemo's repository layout).
     shutil.copy(bundled_path("tekken_240718.json"), v3 / "tekken.json")
     assert load_tokenizer(v3).kind == "tekken"
