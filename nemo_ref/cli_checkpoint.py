@@ -95,7 +95,8 @@ def _add_write_args(p: argparse.ArgumentParser, tokenizer: bool = True) -> None:
             "--tokenizer",
             type=Path,
             metavar="FILE",
-            help="a tokenizer file to copy alongside (tekken*.json -> tekken.json, *.model.vN -> tokenizer.model.vN)",
+            help="a tokenizer file to copy alongside (tekken*.json -> tekken.json, *.model.vN -> "
+            "tokenizer.model.vN), or 'bundled': the one mistral-common ships for the preset's vocabulary",
         )
     p.add_argument("--force", action="store_true", help="write into a non-empty output directory")
 
@@ -131,7 +132,7 @@ def cmd_make_checkpoint(args: argparse.Namespace) -> int:
             args.layout,
             dtype=dtype,
             max_shard_bytes=args.max_shard_bytes,
-            tokenizer=args.tokenizer,
+            tokenizer=_tokenizer_file(args.tokenizer, model_args.vocab_size),
             metadata=metadata,
         )
         readme = RANDOM_README.format(
@@ -227,6 +228,20 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     for key, value in rows:
         print(f"{key:<11} {value}")
     return 0
+
+
+def _tokenizer_file(arg: Path | None, vocab_size: int) -> Path | None:
+    """--tokenizer FILE, or "bundled": the file mistral-common ships for this vocabulary."""
+    if arg is None or str(arg) != "bundled":
+        return arg
+    name = bundled_tokenizer_for_vocab(vocab_size)
+    if name is None:
+        raise CheckpointError(
+            f"--tokenizer bundled: mistral-common bundles no tokenizer with {vocab_size} ids"
+        )
+    from .tokenizer import bundled_path
+
+    return bundled_path(name)
 
 
 def _bundled_note(vocab_size: int) -> str:
