@@ -648,9 +648,13 @@ def inspect_checkpoint(path: str | Path, layout: Layout | None = None) -> dict[s
     ``parameters``, ``tensors``, ``dtypes`` ({safetensors dtype: tensor count}), ``bytes`` (tensor
     data), ``file_bytes`` (weight files on disk), ``files``, ``metadata`` (the first weight file's
     safetensors metadata), ``random_weights`` (True if marked as random by ``make-checkpoint``) and
-    ``tokenizer`` (whether a tekken.json sits alongside).
+    ``tokenizer`` / ``tokenizer_file`` (whether a tokenizer file -- tekken.json or tokenizer.model.vN --
+    sits alongside, and its name).
     """
+    from .tokenizer import find_tokenizer_file  # file names only: no mistral-common needed
+
     plan = _plan(path, layout)
+    tokenizer = find_tokenizer_file(plan.path)
     return {
         "path": str(plan.path),
         "layout": plan.layout,
@@ -664,7 +668,8 @@ def inspect_checkpoint(path: str | Path, layout: Layout | None = None) -> dict[s
         "files": [f.name for f in plan.files],
         "metadata": plan.metadata,
         "random_weights": plan.metadata.get("nemo_ref.random_weights") == "true",
-        "tokenizer": (plan.path / TOKENIZER_FILE).is_file(),
+        "tokenizer": tokenizer is not None,
+        "tokenizer_file": tokenizer.name if tokenizer is not None else None,
     }
 
 
@@ -751,8 +756,8 @@ def save_checkpoint(
       and ``model.safetensors.index.json`` (``metadata.total_size``, ``weight_map``); HF names, q/k
       rows permuted to the rotate-half convention. Stale shards of an earlier save are removed.
 
-    ``dtype``: the stored dtype (None: the model's). ``tokenizer``: a tekken.json to copy alongside
-    (as ``tekken.json``). ``metadata``: extra string pairs for every safetensors header, next to
+    ``dtype``: the stored dtype (None: the model's). ``tokenizer``: a tokenizer file to copy alongside
+    (as ``tekken.json``, or ``tokenizer.model.vN`` for SentencePiece). ``metadata``: extra string pairs for every safetensors header, next to
     ``{"format": "pt"}``.
     """
     if layout not in LAYOUTS:
@@ -802,8 +807,12 @@ def save_checkpoint(
         (out / HF_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
         generation = {"bos_token_id": 1, "eos_token_id": 2}
         (out / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
-    if tokenizer is not None and Path(tokenizer).resolve() != (out / TOKENIZER_FILE).resolve():
-        shutil.copyfile(tokenizer, out / TOKENIZER_FILE)
+    if tokenizer is not None:
+        from .tokenizer import checkpoint_tokenizer_name
+
+        dest = out / checkpoint_tokenizer_name(tokenizer)
+        if Path(tokenizer).resolve() != dest.resolve():
+            shutil.copyfile(tokenizer, dest)
     return out
 
 
@@ -819,20 +828,22 @@ def convert_checkpoint(
 ) -> Path:
     """Re-write the checkpoint ``src`` in ``layout`` under ``dst`` (lossless with ``dtype=None``).
 
-    Carries along ``tekken.json``, ``README.txt`` and the safetensors metadata (e.g. the
+    Carries along the tokenizer file, ``README.txt`` and the safetensors metadata (e.g. the
     random-weights mark), except ``format``.
     """
     src, dst = Path(src), Path(dst)
     metadata = {k: v for k, v in _plan(src).metadata.items() if k != "format"}
     model = load_model(src, dtype=dtype, progress=progress, log=log)
-    tok = src / TOKENIZER_FILE
+    from .tokenizer import find_tokenizer_file
+
+    tok = find_tokenizer_file(src)
     out = save_checkpoint(
         model,
         dst,
         layout,
         dtype=None,
         max_shard_bytes=max_shard_bytes,
-        tokenizer=tok if tok.is_file() else None,
+        tokenizer=tok,
         metadata=metadata,
     )
     readme = src / "README.txt"

@@ -16,7 +16,11 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     """Where the model comes from: a checkpoint directory, else the embedded random-weight default."""
     g = p.add_argument_group("model")
     g.add_argument("--checkpoint", metavar="DIR", help="a published checkpoint directory (either layout)")
-    g.add_argument("--preset", default=None, help="embedded default model preset (default: nemo-small)")
+    g.add_argument(
+        "--preset",
+        default=None,
+        help="random-weight model of a preset's shape, e.g. mistral-7b-v0.3 (default: nemo-small)",
+    )
     g.add_argument("--weights-seed", type=int, default=0, help="seed of the embedded random weights")
     g.add_argument("--dtype", choices=DTYPES, default=None, help="default: bf16 on CUDA, else fp32")
     g.add_argument("--device", default=None, help="default: cuda if available, else cpu")
@@ -26,7 +30,12 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def load_from_args(args: argparse.Namespace) -> tuple[Any, Any, str | None]:
-    """(model, tokenizer, random-weights notice or None)."""
+    """(model, tokenizer, random-weights notice or None). A bad preset, checkpoint or tokenizer
+    raises ValueError (ConfigError, CheckpointError) with a message naming it.
+
+    The tokenizer is the checkpoint's own file, else the one mistral-common bundles for the model's
+    vocabulary (Tekken for Nemo's 131072 ids, SentencePiece v3 for 32768, v1 for 32000).
+    """
     from .demo import DEFAULT_PRESET, embedded_model, notice
     from .tokenizer import load_tokenizer
 
@@ -43,10 +52,18 @@ def load_from_args(args: argparse.Namespace) -> tuple[Any, Any, str | None]:
         warning = None
         if model.random_weights:
             warning = f"NOTE: random weights (checkpoint {args.checkpoint} was made by make-checkpoint)."
-        return model, load_tokenizer(args.checkpoint), warning
-    preset = args.preset or DEFAULT_PRESET
-    model = embedded_model(preset, args.weights_seed, dtype=dtype, device=device, attn_backend=backend)
-    return model, load_tokenizer(), notice(preset, args.weights_seed)
+        tokenizer = load_tokenizer(args.checkpoint, vocab_size=model.args.vocab_size)
+    else:
+        preset = args.preset or DEFAULT_PRESET
+        model = embedded_model(preset, args.weights_seed, dtype=dtype, device=device, attn_backend=backend)
+        tokenizer = load_tokenizer(vocab_size=model.args.vocab_size)
+        warning = notice(preset, args.weights_seed)
+    if tokenizer.vocab_size != model.args.vocab_size:
+        raise ValueError(
+            f"the tokenizer ({tokenizer.describe()}, {tokenizer.path}) does not match the "
+            f"model's vocabulary of {model.args.vocab_size} ids"
+        )
+    return model, tokenizer, warning
 
 
 def _logit_bias(items: list[str]) -> dict[int, float]:
@@ -104,7 +121,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from .generate import encode_prompt, generate, stream
     from .sampling.params import ParamError
 
-    model, tok, warning = load_from_args(args)
+    try:
+        model, tok, warning = load_from_args(args)
+    except ValueError as e:  # ConfigError, CheckpointError, a tokenizer that does not fit
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if warning:
         print(warning, file=sys.stderr)
     try:

@@ -24,7 +24,8 @@ from .checkpoint import (
     inspect_checkpoint,
     save_checkpoint,
 )
-from .config import PRESETS, ConfigError, ModelArgs
+from .config import PRESETS, ConfigError, ModelArgs, RopeScaling
+from .family import bundled_tokenizer_for_vocab, describe, identify
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 RANDOM_README = """\
@@ -58,7 +59,7 @@ def add_checkpoint_commands(subparsers: Any) -> None:
         "convert",
         help="convert a checkpoint between the mistral and HF layouts (lossless)",
         description="Re-write a checkpoint in the other published layout. The weights are copied "
-        "exactly (the q/k permutation is a pure reordering); tekken.json, README.txt and the "
+        "exactly (the q/k permutation is a pure reordering); the tokenizer file, README.txt and the "
         "random-weights mark come along.",
     )
     p.add_argument("src", type=Path, metavar="DIR", help="checkpoint directory (either layout)")
@@ -90,7 +91,13 @@ def _add_write_args(p: argparse.ArgumentParser, tokenizer: bool = True) -> None:
         help=f"HF layout: bound on each shard's size (default {DEFAULT_MAX_SHARD_BYTES:,})",
     )
     if tokenizer:
-        p.add_argument("--tokenizer", type=Path, metavar="FILE", help="a tekken.json to copy alongside")
+        p.add_argument(
+            "--tokenizer",
+            type=Path,
+            metavar="FILE",
+            help="a tokenizer file to copy alongside (tekken*.json -> tekken.json, *.model.vN -> "
+            "tokenizer.model.vN), or 'bundled': the one mistral-common ships for the preset's vocabulary",
+        )
     p.add_argument("--force", action="store_true", help="write into a non-empty output directory")
 
 
@@ -125,7 +132,7 @@ def cmd_make_checkpoint(args: argparse.Namespace) -> int:
             args.layout,
             dtype=dtype,
             max_shard_bytes=args.max_shard_bytes,
-            tokenizer=args.tokenizer,
+            tokenizer=_tokenizer_file(args.tokenizer, model_args.vocab_size),
             metadata=metadata,
         )
         readme = RANDOM_README.format(
@@ -171,6 +178,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         info = inspect_checkpoint(args.path)
     except (CheckpointError, ConfigError) as e:
         return _fail("inspect", e)
+    model_args = _model_args(info["config"])
+    info["family"] = identify(model_args)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -192,6 +201,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             if info["random_weights"]
             else "from the checkpoint",
         ),
+        ("family", describe(model_args)),
         ("parameters", f"{info['parameters']:,} in {info['tensors']} tensors"),
         ("dtype", _dtypes(info)),
         (
@@ -207,13 +217,43 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         (
             "",
             f"norm_eps {c['norm_eps']}, rope_theta {c['rope_theta']:g}, max_seq_len {c['max_seq_len']}, "
-            f"rope {rope_desc}, tied embeddings {c['tied_embeddings']}",
+            f"rope {rope_desc}, tied embeddings {c['tied_embeddings']}"
+            + (f", sliding window {c['sliding_window']}" if c["sliding_window"] else ""),
         ),
-        ("tokenizer", "tekken.json" if info["tokenizer"] else "none here (the bundled Tekken is used)"),
+        (
+            "tokenizer",
+            info["tokenizer_file"] or _bundled_note(c["vocab_size"]),
+        ),
     ]
     for key, value in rows:
         print(f"{key:<11} {value}")
     return 0
+
+
+def _tokenizer_file(arg: Path | None, vocab_size: int) -> Path | None:
+    """--tokenizer FILE, or "bundled": the file mistral-common ships for this vocabulary."""
+    if arg is None or str(arg) != "bundled":
+        return arg
+    name = bundled_tokenizer_for_vocab(vocab_size)
+    if name is None:
+        raise CheckpointError(
+            f"--tokenizer bundled: mistral-common bundles no tokenizer with {vocab_size} ids"
+        )
+    from .tokenizer import bundled_path
+
+    return bundled_path(name)
+
+
+def _bundled_note(vocab_size: int) -> str:
+    name = bundled_tokenizer_for_vocab(vocab_size)
+    if name is None:
+        return f"none here, and mistral-common bundles none with {vocab_size} ids"
+    return f"none here (the bundled {name} is used)"
+
+
+def _model_args(config: dict[str, Any]) -> ModelArgs:
+    """The ModelArgs back from inspect's JSON-ready ``config`` dict."""
+    return ModelArgs(**{**config, "rope_scaling": RopeScaling(**config["rope_scaling"])})
 
 
 def _dtypes(info: dict[str, Any]) -> str:

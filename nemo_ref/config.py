@@ -1,5 +1,9 @@
 """Model hyper-parameters: ``ModelArgs``, its presets, and parsing of the two published config files.
 
+The presets cover Nemo and the dense Mistral family it belongs to (7B v0.1/v0.3, Mathstral,
+Small 2409, Codestral 22B, Large 2407): one architecture, different shapes, vocabularies, RoPE
+bases and (7B v0.1 only) a sliding attention window.
+
 Mistral ships ``params.json`` (mistral-inference's names); Hugging Face ships ``config.json``
 (transformers' names). Both parse into the same ``ModelArgs``. ``head_dim`` is always an explicit
 field: Nemo has ``n_heads * head_dim = 4096 != dim = 5120``, and deriving it as ``dim // n_heads``
@@ -65,6 +69,8 @@ class ModelArgs:
     # llama_4 query scaling: q *= 1 + beta * ln(1 + floor(pos / original_max)); None = off.
     llama4_beta: float | None = None
     llama4_original_max: int | None = None
+    # Sliding-window attention (Mistral 7B v0.1): a query sees the last `sliding_window` positions.
+    sliding_window: int | None = None
 
     def __post_init__(self) -> None:
         positive = ("dim", "n_layers", "head_dim", "hidden_dim", "n_heads", "n_kv_heads")
@@ -72,6 +78,14 @@ class ModelArgs:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.sliding_window is not None and (
+            isinstance(self.sliding_window, bool)
+            or not isinstance(self.sliding_window, int)
+            or self.sliding_window < 1
+        ):
+            raise ConfigError(
+                f"sliding_window must be a positive integer or None, got {self.sliding_window!r}"
+            )
         if self.head_dim % 2:
             raise ConfigError(f"head_dim must be even for rotary embeddings, got {self.head_dim}")
         if self.n_heads % self.n_kv_heads:
@@ -91,6 +105,21 @@ class ModelArgs:
     def n_rep(self) -> int:
         """Query heads per KV head (GQA group size)."""
         return self.n_heads // self.n_kv_heads
+
+    @property
+    def max_positions(self) -> int:
+        """The longest sequence this model may run (KV cache length included).
+
+        ``max_seq_len`` for plain RoPE. A RoPE scaling exists to run past the trained context, so
+        with one the limit is ``factor`` times the original context (``original_max_position_embeddings``,
+        else ``max_seq_len``, which is what linear and dynamic-NTK configs scale), or ``max_seq_len``
+        if larger (YaRN and llama3 configs usually state the extended length there already).
+        """
+        rs = self.rope_scaling
+        if rs.rope_type == "default":
+            return self.max_seq_len
+        original = rs.original_max_position_embeddings or self.max_seq_len
+        return max(self.max_seq_len, int(rs.factor * original))
 
     def replace(self, **changes: Any) -> ModelArgs:
         return dataclasses.replace(self, **changes)
@@ -144,8 +173,9 @@ class ModelArgs:
             _check_keys("params.json 'llama_4_scaling'", l4, {"beta", "original_max_position_embeddings"})
             _require("params.json 'llama_4_scaling'", l4, ("beta", "original_max_position_embeddings"))
             beta, orig = float(l4["beta"]), int(l4["original_max_position_embeddings"])
-        if p.pop("sliding_window", None) is not None:
-            raise ConfigError("params.json: sliding_window attention is not supported (Nemo has none)")
+        window = p.pop("sliding_window", None)
+        if window is not None and (isinstance(window, bool) or not isinstance(window, int)):
+            raise ConfigError(f"params.json: sliding_window must be an integer or null, got {window!r}")
         if p.pop("moe", None) is not None:
             raise ConfigError("params.json: mixture-of-experts models are not supported")
         for key in ("dim", "n_layers", "hidden_dim", "n_heads", "n_kv_heads", "vocab_size"):
@@ -175,6 +205,7 @@ class ModelArgs:
             rope_scaling=rope,
             llama4_beta=beta,
             llama4_original_max=orig,
+            sliding_window=window,
         )
 
     @classmethod
@@ -187,8 +218,9 @@ class ModelArgs:
                 f"config.json describes model_type={c.get('model_type')!r}, "
                 f"architectures={arch!r}; only MistralForCausalLM is supported"
             )
-        if c.get("sliding_window") is not None:
-            raise ConfigError("config.json: sliding_window attention is not supported (Nemo has none)")
+        window = c.get("sliding_window")
+        if window is not None and (isinstance(window, bool) or not isinstance(window, int)):
+            raise ConfigError(f"config.json: sliding_window must be an integer or null, got {window!r}")
         if c.get("hidden_act", "silu") != "silu":
             raise ConfigError(f"config.json: hidden_act must be 'silu', got {c['hidden_act']!r}")
         for key in ("hidden_size", "num_hidden_layers", "intermediate_size", "num_attention_heads"):
@@ -227,6 +259,7 @@ class ModelArgs:
             max_seq_len=min(max_pos, 131072) if max_pos == 1024000 else max_pos,
             tied_embeddings=bool(c.get("tie_word_embeddings", False)),
             rope_scaling=rope,
+            sliding_window=window,
         )
 
     def to_params_json(self) -> dict[str, Any]:
@@ -245,6 +278,8 @@ class ModelArgs:
             out["max_seq_len"] = self.max_seq_len
         if self.tied_embeddings:
             out["tied_embeddings"] = True
+        if self.sliding_window is not None:
+            out["sliding_window"] = self.sliding_window
         rs = self.rope_scaling
         if rs.rope_type != "default":
             out["rope_scaling"] = _rope_to_hf(rs)
@@ -272,7 +307,7 @@ class ModelArgs:
             "rope_theta": self.rope_theta,
             "max_position_embeddings": self.max_seq_len,
             "hidden_act": "silu",
-            "sliding_window": None,
+            "sliding_window": self.sliding_window,
             "tie_word_embeddings": self.tied_embeddings,
             "attention_dropout": 0.0,
             "initializer_range": 0.02,
@@ -377,6 +412,14 @@ def _nemo_small(**kw: Any) -> ModelArgs:
     return ModelArgs(vocab_size=131072, norm_eps=1e-5, rope_theta=1e6, max_seq_len=4096, **kw)
 
 
+def _dense(dim: int, n_layers: int, n_heads: int, hidden_dim: int, vocab_size: int, **kw: Any) -> ModelArgs:
+    # The dense Mistral family shares head_dim 128, 8 KV heads and norm_eps 1e-5.
+    return ModelArgs(
+        dim=dim, n_layers=n_layers, head_dim=128, hidden_dim=hidden_dim, n_heads=n_heads, n_kv_heads=8,
+        vocab_size=vocab_size, norm_eps=1e-5, **kw,
+    )  # fmt: skip
+
+
 PRESETS: dict[str, ModelArgs] = {
     "nemo-12b": ModelArgs(
         dim=5120, n_layers=40, head_dim=128, hidden_dim=14336, n_heads=32, n_kv_heads=8,
@@ -388,4 +431,20 @@ PRESETS: dict[str, ModelArgs] = {
     "nemo-small": _nemo_small(dim=256, n_layers=4, head_dim=64, hidden_dim=768, n_heads=8, n_kv_heads=2),
     # Benchmarks: the real head geometry (32 x 128 over 8 KV heads), fewer layers, smaller dim.
     "nemo-mid": _nemo_small(dim=1024, n_layers=4, head_dim=128, hidden_dim=3584, n_heads=32, n_kv_heads=8),
+    # The dense Mistral family (nemo_ref/family.py: tokenizers, published sizes; docs/architecture.md).
+    "mistral-7b-v0.1": _dense(4096, 32, 32, 14336, 32000, rope_theta=1e4, max_seq_len=32768, sliding_window=4096),
+    "mistral-7b-v0.3": _dense(4096, 32, 32, 14336, 32768, rope_theta=1e6, max_seq_len=32768),
+    "mathstral-7b": _dense(4096, 32, 32, 14336, 32768, rope_theta=1e6, max_seq_len=32768),
+    "mistral-small-2409": _dense(6144, 56, 48, 16384, 32768, rope_theta=1e6, max_seq_len=32768),
+    "codestral-22b": _dense(6144, 56, 48, 16384, 32768, rope_theta=1e6, max_seq_len=32768),
+    "mistral-large-2407": _dense(12288, 88, 96, 28672, 32768, rope_theta=1e6, max_seq_len=131072),
+    # Unit tests of the SentencePiece members: their vocabularies and RoPE, a tiny body.
+    "mistral-tiny-v0.1": ModelArgs(
+        dim=64, n_layers=2, head_dim=16, hidden_dim=128, n_heads=4, n_kv_heads=2, vocab_size=32000,
+        rope_theta=1e4, max_seq_len=4096, sliding_window=4096,
+    ),
+    "mistral-tiny-v0.3": ModelArgs(
+        dim=64, n_layers=2, head_dim=16, hidden_dim=128, n_heads=4, n_kv_heads=2, vocab_size=32768,
+        rope_theta=1e6, max_seq_len=4096,
+    ),
 }  # fmt: skip

@@ -27,9 +27,11 @@ def embedded_model(
 ) -> Transformer:
     """A preset model with ``init_random(seed)`` weights: identical on every machine."""
     args = ModelArgs.preset(preset)
-    model = Transformer(args, attn_backend=attn_backend, dtype=torch.float32).init_random(seed)
+    # Built in the target dtype: init_random draws float32 and casts per parameter (the same values
+    # as a float32 model cast afterwards), so a 7B preset in bf16 never needs its float32 copy.
+    model = Transformer(args, attn_backend=attn_backend, dtype=dtype).init_random(seed)
     model.random_weights = True  # read by the CLI and the server to label their outputs
-    return model.to(device=device, dtype=dtype).eval()
+    return model.to(device=device).eval()
 
 
 def notice(preset: str = DEFAULT_PRESET, seed: int = 0) -> str:

@@ -125,7 +125,7 @@ def _engine_for(model: Any, seqs: list[Sequence], sampler: str | None) -> Engine
 def _prepare(model, tokenizer, prompt, params, tools, constraint_factory):
     params = params or SamplingParams()
     prompt_ids = encode_prompt(tokenizer, prompt, tools)
-    seed, seqs = make_sequences(tokenizer, prompt_ids, params, model.args.max_seq_len, constraint_factory)
+    seed, seqs = make_sequences(tokenizer, prompt_ids, params, model.args.max_positions, constraint_factory)
     return prompt_ids, seed, seqs
 
 

@@ -246,10 +246,11 @@ class Transformer(nn.Module):
             layer.attention.backend = backend
 
     def new_cache(self, max_batch: int, max_len: int | None = None) -> KVCache:
-        """A KV cache for this model (``args.max_seq_len`` positions by default), not attached."""
+        """A KV cache for this model, not attached: ``args.max_seq_len`` positions by default, at most
+        ``args.max_positions`` (longer than the trained context only with a RoPE scaling)."""
         max_len = max_len or self.args.max_seq_len
-        if not 1 <= max_len <= self.args.max_seq_len:
-            raise ValueError(f"max_len must be in [1, {self.args.max_seq_len}], got {max_len}")
+        if not 1 <= max_len <= self.args.max_positions:
+            raise ValueError(f"max_len must be in [1, {self.args.max_positions}], got {max_len}")
         w = self.tok_embeddings.weight
         return KVCache.allocate(self.args, max_batch, max_len, w.dtype, w.device)
 
@@ -259,7 +260,9 @@ class Transformer(nn.Module):
         return self.cache
 
     def _rope_tables(self, length: int, needed: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos/sin tables; ``length`` is the cache length (dynamic NTK's frequencies depend on it)."""
+        """cos/sin tables; ``length`` is the context in use: the cache length, or without a cache the
+        positions of this call (dynamic NTK's frequencies depend on it, as in transformers, where a
+        forward over L positions scales for L)."""
         dynamic = self.args.rope_scaling.rope_type == "dynamic"
         r = self._rope
         fits = (
@@ -303,9 +306,15 @@ class Transformer(nn.Module):
         if start.shape != (B,):
             raise ValueError(f"start_pos must be an int or a tensor of shape [{B}]")
         end = int(start.max()) + T
-        limit = kv.max_len if kv is not None else self.args.max_seq_len
+        limit = kv.max_len if kv is not None else self.args.max_positions
         if int(start.min()) < 0 or end > limit:
             raise ValueError(f"positions must lie in [0, {limit}); this call reaches {end}")
+        window = self.args.sliding_window
+        if window is not None and end > window:  # within the window, causal attention is the same
+            raise ValueError(
+                f"this model attends within a sliding window of {window} positions, which nemo_ref "
+                f"does not implement yet; this call reaches position {end}: keep sequences <= {window}"
+            )
         if kv is not None:
             n_rows = kv.max_batch
             if (rows is None and n_rows < B) or (rows is not None and int(rows.max()) >= n_rows):
@@ -314,7 +323,7 @@ class Transformer(nn.Module):
         p = Positions(start=start, pos=pos, rows=rows, uniform=uniform)
         if self.attn_backend != "triton":
             p.mask = causal_mask(p, self.args.n_rep, cached=kv is not None)
-        cos_t, sin_t = self._rope_tables(limit, end, device)
+        cos_t, sin_t = self._rope_tables(kv.max_len if kv is not None else end, end, device)
         cos, sin = cos_t[pos], sin_t[pos]
         q_scale = llama4_q_scale(self.args, pos)
 

@@ -95,9 +95,11 @@ _SCHEMES = {"linear": _linear, "dynamic": _dynamic, "yarn": _yarn, "llama3": _ll
 def inv_frequencies(args: ModelArgs, seq_len: int | None = None) -> tuple[torch.Tensor, float]:
     """The inverse frequencies [head_dim/2] (float32) and attention factor of ``args``' scheme.
 
-    ``seq_len`` matters only for dynamic NTK; nemo_ref passes the cache length, so every position
-    of one sequence is rotated with the same frequencies (transformers instead recomputes them as
-    the sequence grows, which leaves earlier cached keys rotated with older frequencies).
+    ``seq_len`` matters only for dynamic NTK, whose base grows once ``seq_len`` passes the original
+    context. nemo_ref passes the context in use -- the KV cache's length, or the positions of a
+    cache-less forward -- so every position of one sequence is rotated with the same frequencies
+    and a cache-less forward over L positions equals transformers' (which instead recomputes the
+    frequencies as a cached sequence grows, leaving earlier keys rotated with older ones).
     """
     inv = default_inv_freq(args.head_dim, args.rope_theta)
     rs = args.rope_scaling

@@ -22,7 +22,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from .sampling.params import SamplingParams
 
-TOOL_CALLS_ID = 9  # Tekken v3 control token [TOOL_CALLS]
+TOOL_CALLS_ID = 9  # Tekken v3 control token [TOOL_CALLS]; SentencePiece v2+ has it at 5
+
+
+def tool_calls_id(tokenizer: Any) -> int | None:
+    """The tokenizer's `[TOOL_CALLS]` id (None when its format has no tool calls, e.g. v1)."""
+    return getattr(tokenizer, "tool_calls_id", TOOL_CALLS_ID)
 
 
 class Decoder(Protocol):
@@ -109,6 +114,7 @@ class Sequence:
         self.max_new_tokens = max_new_tokens
         self.tokenizer = tokenizer
         self.constraint = constraint
+        self.tool_calls_id = tool_calls_id(tokenizer)
         self.output: list[int] = []
         self.finish_reason: str | None = None
         self.logprobs: list[TokenLogprob] = []
@@ -145,7 +151,7 @@ class Sequence:
             self.constraint.consume(token)
 
         if token == self.tokenizer.eos_id:
-            self.finish_reason = "tool_calls" if TOOL_CALLS_ID in self.output else "stop"
+            self.finish_reason = "tool_calls" if self.tool_calls_id in self.output else "stop"
             self._finish_text()
             return
         before = len(self.text)
@@ -156,7 +162,7 @@ class Sequence:
                 self.text = self.text[:cut]
                 self.finish_reason = "stop"
                 return
-        if self.constraint is not None and TOOL_CALLS_ID in self.output and self.constraint.is_done():
+        if self.constraint is not None and self.tool_calls_id in self.output and self.constraint.is_done():
             self.finish_reason = "tool_calls"
             self._finish_text()
         elif len(self.output) >= self.max_new_tokens:

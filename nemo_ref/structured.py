@@ -275,7 +275,10 @@ def grammar_for_request(
         )
     else:
         content, content_rules = "TEXT", ["TEXT: /(.|\\n)+/"]
-    calls = f"<[{TOOL_CALLS_ID}]> calls"
+    # `[TOOL_CALLS]` by name (llguidance's `<NAME>`): id 9 in Tekken, 5 in SentencePiece v2+.
+    # SentencePiece models write the array after a space (mistral-common encodes a call as
+    # `[TOOL_CALLS]▁[{...`, the dummy prefix); one optional space is allowed for every tokenizer.
+    calls = '<TOOL_CALLS> " "? calls'
     if mode == "none":
         if schema is not None:
             return json_grammar(response_format)
@@ -317,13 +320,16 @@ _grammars: OrderedDict[tuple[int, str], Any] = OrderedDict()
 
 
 def _llg_tokenizer(tokenizer: Any) -> Any:
-    """llguidance's view of a Tekken tokenizer, built once per Tokenizer (about 0.5 s)."""
+    """llguidance's view of a tokenizer, built once per Tokenizer (about 0.5 s)."""
     with _lock:
         lt = _llg_tokenizers.get(tokenizer)
         if lt is None:
-            from mistral_common.guidance.tokenizer import from_mistral_tokenizer
+            if getattr(tokenizer, "kind", "tekken") == "tekken":
+                from mistral_common.guidance.tokenizer import from_mistral_tokenizer
 
-            lt = from_mistral_tokenizer(tokenizer.mistral)
+                lt = from_mistral_tokenizer(tokenizer.mistral)
+            else:  # mistral-common's adapter is Tekken-only; ours for SentencePiece
+                lt = _llg().LLTokenizer(_llg().TokenizerWrapper(tokenizer.llguidance_view()))
             _llg_tokenizers[tokenizer] = lt
         return lt
 
@@ -475,14 +481,15 @@ def parse_tool_calls(
     ids = [int(t) for t in token_ids]
     while ids and ids[-1] == tokenizer.eos_id:
         ids.pop()
-    if TOOL_CALLS_ID not in ids:
+    marker = getattr(tokenizer, "tool_calls_id", TOOL_CALLS_ID)
+    if marker is None or marker not in ids:
         return tokenizer.decode(ids), []
-    first = ids.index(TOOL_CALLS_ID)
+    first = ids.index(marker)
     content = tokenizer.decode(ids[:first])
     # Unconstrained output may repeat [TOOL_CALLS]: every segment must be a call array.
     segments, cur = [], []
     for t in ids[first + 1 :]:
-        if t == TOOL_CALLS_ID:
+        if t == marker:
             segments.append(cur)
             cur = []
         else:

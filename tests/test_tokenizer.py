@@ -445,6 +445,6 @@ def test_load_directory_without_tekken_falls_back(tmp_path, tok):  # noqa: F811
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
         assert load_tokenizer(tmp_path) is tok
-    assert any("tekken.json" in str(x.message) for x in w)
+    assert any("using the bundled tekken_240718.json" in str(x.message) for x in w)
     with pytest.raises(FileNotFoundError):
         load_tokenizer(tmp_path / "missing")

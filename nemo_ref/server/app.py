@@ -409,7 +409,12 @@ def create_app(
         body = _parse(P.TokenizeRequest, await http.body())
         s.check_model(body.model)
         tokens = s.tokenizer.encode(body.prompt, bos=body.add_special_tokens)
-        return {"tokens": tokens, "count": len(tokens), "max_model_len": s.engine.max_len}
+        return {
+            "tokens": tokens,
+            "count": len(tokens),
+            "max_model_len": s.engine.max_len,
+            "tokenizer": s.tokenizer.describe(),  # e.g. "tekken v3, 131072 ids"
+        }
 
     @app.post("/detokenize")
     async def detokenize(http: HTTPRequest):

@@ -27,7 +27,7 @@ from typing import Any
 from ..engine import Engine, Request
 from ..generate import make_sequences
 from ..sampling.params import ParamError
-from ..sequence import TOOL_CALLS_ID, Delta, Sequence
+from ..sequence import Delta, Sequence
 
 POLL_S = 0.1  # how often a waiting handler checks for engine failure and client disconnects
 
@@ -81,7 +81,7 @@ class Job:
         """Runs on the engine's thread: record what only that thread may read, then hand over."""
         try:
             seq = self.seqs[delta.index]
-            start = len(seq.text) if TOOL_CALLS_ID in delta.token_ids else None
+            start = len(seq.text) if seq.tool_calls_id in delta.token_ids else None
             self.loop.call_soon_threadsafe(self.queue.put_nowait, Event(delta, start))
         except RuntimeError:  # the event loop is closed (server shutting down)
             self.engine.cancel(self.request)
