@@ -102,6 +102,7 @@ class TPDriver:
             target=self._beat, args=(heartbeat_s,), name="nemo-ref-tp-heartbeat", daemon=True
         )
         self._heartbeat.start()
+        _drivers.add(self)
 
     def __getattr__(self, name: str) -> Any:  # only for what this class does not define
         return getattr(self.__dict__["model"], name)
@@ -256,3 +257,63 @@ def follow(model: Any) -> None:
                 raise TPError(f"rank {model.tp.rank}: the forward failed ({type(e).__name__}: {e})") from e
         else:
             raise TPError(f"rank {model.tp.rank}: unknown command {kind!r} from rank 0")
+
+
+# ---- the command line under torchrun -----------------------------------------------------------
+
+_drivers: weakref.WeakSet[TPDriver] = weakref.WeakSet()  # shut down when rank 0's command returns
+
+
+def exit_on_failure(error: TPError) -> None:
+    """The command line's ``on_failure``: report and exit, so that torchrun sees the failure.
+
+    ``os._exit``: a process group left with a dead peer aborts in its destructor otherwise.
+    """
+    import os
+    import sys
+
+    print(f"error: {error}", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(1)
+
+
+def run_torchrun(args: Any) -> int:
+    """``torchrun --nproc-per-node N -m nemo_ref generate|serve ...``: rank 0 runs the command on a
+    :class:`TPDriver` (``cli.load_from_args`` makes it), the other ranks :func:`follow`."""
+    import os
+    import sys
+    import traceback
+
+    from .tp import env_world_size, init_from_env
+
+    if args.command not in ("generate", "serve"):
+        print(
+            f"error: under torchrun (WORLD_SIZE={env_world_size()}) only generate and serve run "
+            f"tensor-parallel; run {args.command!r} as one process",
+            file=sys.stderr,
+        )
+        return 2
+    init_from_env(args.device)
+    rank = dist.get_rank()
+    if rank == 0:
+        print(
+            f"rank 0: driving {dist.get_world_size()} ranks (pid {os.getpid()})", file=sys.stderr, flush=True
+        )
+        try:
+            return int(args.func(args) or 0)
+        finally:
+            for driver in list(_drivers):
+                driver.shutdown()
+    from .cli import model_from_args
+
+    try:
+        model, _notice = model_from_args(args)
+        print(f"rank {rank}: following rank 0 (pid {os.getpid()})", file=sys.stderr, flush=True)
+        follow(model)
+    except TPError as e:
+        exit_on_failure(e)
+    except Exception:
+        traceback.print_exc()
+        exit_on_failure(TPError(f"rank {rank} failed (traceback above)"))
+    dist.destroy_process_group()
+    return 0
