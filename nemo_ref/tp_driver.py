@@ -21,6 +21,8 @@ raises it: no rank is left waiting.
 from __future__ import annotations
 
 import itertools
+import os
+import sys
 import threading
 import time
 import weakref
@@ -105,6 +107,8 @@ class TPDriver:
         _drivers.add(self)
 
     def __getattr__(self, name: str) -> Any:  # only for what this class does not define
+        if "model" not in self.__dict__:
+            raise AttributeError(name)
         return getattr(self.__dict__["model"], name)
 
     # ---- what generate(), the Engine and the server call ----------------------------------------
@@ -184,8 +188,9 @@ class TPDriver:
 
     def _fail(self, e: Exception) -> None:
         error = TPError(
-            f"tensor parallelism failed on rank 0 ({type(e).__name__}: {e}); another rank died or "
-            "stopped answering, so the model cannot run any more (see the other ranks' output)"
+            f"tensor parallelism failed on rank 0 ({type(e).__name__}: {e}): a rank died, stopped "
+            "answering or failed mid-step, so the ranks are out of step and the model cannot run any "
+            "more (see every rank's output)"
         )
         self.failed = error
         if self.on_failure is not None:
@@ -206,8 +211,6 @@ class TPDriver:
 
 
 def _timeout_s() -> float:
-    import os
-
     return float(os.environ.get("NEMO_REF_TP_TIMEOUT", DEFAULT_TIMEOUT_S))
 
 
@@ -232,31 +235,36 @@ def follow(model: Any) -> None:
         kind, *rest = box[0]
         if kind == SHUTDOWN:
             return
-        if kind == HEARTBEAT:
-            continue
-        if kind == NEW_CACHE:
-            cache_id, max_batch, max_len = rest
-            caches[cache_id] = model.new_cache(max_batch, max_len)
-        elif kind == SETUP_CACHE:
-            model.setup_cache(*rest)
-        elif kind == FREE_CACHES:
-            for cache_id in rest[0]:
-                caches.pop(cache_id, None)
-        elif kind == COPY_PREFIX:
-            cache_id, src, dst, length = rest
-            caches[cache_id].copy_prefix(src, dst, length)
-        elif kind == FORWARD:
-            cache_id, tokens, start_pos, kwargs = rest
-            kwargs = {k: _to_device(v, device) for k, v in kwargs.items()}
-            cache = caches[cache_id] if cache_id is not None else None
-            try:
-                model(tokens.to(device), _to_device(start_pos, device), cache=cache, **kwargs)
-            except ValueError:
-                continue  # rank 0 raised the same, before any collective
-            except Exception as e:
-                raise TPError(f"rank {model.tp.rank}: the forward failed ({type(e).__name__}: {e})") from e
-        else:
-            raise TPError(f"rank {model.tp.rank}: unknown command {kind!r} from rank 0")
+        try:
+            _run(model, caches, kind, rest, device)
+        except ValueError:
+            continue  # rank 0 raised the same on the same inputs, before any collective
+        except Exception as e:
+            raise TPError(f"rank {model.tp.rank}: {kind} failed ({type(e).__name__}: {e})") from e
+
+
+def _run(model: Any, caches: dict[int, KVCache], kind: str, rest: list, device: torch.device) -> None:
+    """One command from rank 0, on this rank's shard."""
+    if kind == HEARTBEAT:
+        return
+    if kind == NEW_CACHE:
+        cache_id, max_batch, max_len = rest
+        caches[cache_id] = model.new_cache(max_batch, max_len)
+    elif kind == SETUP_CACHE:
+        model.setup_cache(*rest)
+    elif kind == FREE_CACHES:
+        for cache_id in rest[0]:
+            caches.pop(cache_id, None)
+    elif kind == COPY_PREFIX:
+        cache_id, src, dst, length = rest
+        caches[cache_id].copy_prefix(src, dst, length)
+    elif kind == FORWARD:
+        cache_id, tokens, start_pos, kwargs = rest
+        kwargs = {k: _to_device(v, device) for k, v in kwargs.items()}
+        cache = caches[cache_id] if cache_id is not None else None
+        model(tokens.to(device), _to_device(start_pos, device), cache=cache, **kwargs)
+    else:
+        raise TPError(f"unknown command {kind!r} from rank 0")
 
 
 # ---- the command line under torchrun -----------------------------------------------------------
@@ -269,9 +277,6 @@ def exit_on_failure(error: TPError) -> None:
 
     ``os._exit``: a process group left with a dead peer aborts in its destructor otherwise.
     """
-    import os
-    import sys
-
     print(f"error: {error}", file=sys.stderr, flush=True)
     sys.stdout.flush()
     os._exit(1)
@@ -280,8 +285,6 @@ def exit_on_failure(error: TPError) -> None:
 def run_torchrun(args: Any) -> int:
     """``torchrun --nproc-per-node N -m nemo_ref generate|serve ...``: rank 0 runs the command on a
     :class:`TPDriver` (``cli.load_from_args`` makes it), the other ranks :func:`follow`."""
-    import os
-    import sys
     import traceback
 
     from .tp import env_world_size, init_from_env
@@ -300,10 +303,12 @@ def run_torchrun(args: Any) -> int:
             f"rank 0: driving {dist.get_world_size()} ranks (pid {os.getpid()})", file=sys.stderr, flush=True
         )
         try:
-            return int(args.func(args) or 0)
+            code = int(args.func(args) or 0)
         finally:
             for driver in list(_drivers):
                 driver.shutdown()
+        dist.destroy_process_group()
+        return code
     from .cli import model_from_args
 
     try:

@@ -2,7 +2,8 @@
 
 One spawned job (tests/tp_worker.py, 2 ranks) covers: logits in both layouts, with and without a KV
 cache, prefill and batched decode at mixed positions, the sdpa and Triton attention paths; greedy
-and seeded generate() (n=2); each rank's bytes read; killing the follower makes rank 0 fail at once.
+and seeded generate() (n=2); each rank's bytes read; killing the follower makes an idle rank 0 exit
+with an error (its heartbeat finds out).
 A second job runs ``torchrun -m nemo_ref serve`` and asks it with the official openai client, then
 kills rank 0 and checks that the follower exits with an error by itself.
 """
@@ -19,13 +20,12 @@ from pathlib import Path
 
 import pytest
 import torch
+import tp_worker  # tests/ is on sys.path, as for fixtures_tokenizer
+from fixtures_tokenizer import tok  # noqa: F401  (pytest fixture)
 
 from nemo_ref.checkpoint import load_model, save_checkpoint
 from nemo_ref.config import ModelArgs
 from nemo_ref.model import Transformer
-
-sys.path.insert(0, str(Path(__file__).parent))
-import tp_worker
 
 pytestmark = pytest.mark.slow
 
@@ -95,31 +95,29 @@ def worker_run(checkpoints, tmp_path_factory):
                 assert p.poll() is None, p.communicate()[0]
             time.sleep(0.1)
         procs[1].kill()
-        procs[1].wait(timeout=10)
-        (out / "killed").write_text("")
-        procs[0].wait(timeout=60)
+        killed = time.monotonic()
+        procs[0].wait(timeout=30)
+        exited_after = time.monotonic() - killed
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
         logs = [p.communicate(timeout=10)[0] for p in procs]
-    assert procs[0].returncode == 0, logs[0]
-    return out, logs
+    assert (out / "rank0.pt").exists(), logs[0]
+    return out, procs[0].returncode, exited_after, logs[0]
 
 
 @pytest.fixture(scope="module")
-def reference(checkpoints):
+def reference(checkpoints, tok):  # noqa: F811
     """The same calls on the single-process model loaded by checkpoint.load_model."""
-    from nemo_ref.tokenizer import load_tokenizer
-
-    tok = load_tokenizer()
     ref = {}
     for layout, backend in tp_worker.BACKENDS.items():
         model = load_model(checkpoints / layout, dtype=torch.float32, attn_backend=backend, progress=False)
         for name, logits in tp_worker.cases(model).items():
             ref[f"{layout}/{name}"] = logits
-        for name, tokens in tp_worker.generations(model, tok).items():
-            ref[f"{layout}/{name}"] = tokens
+        if layout in tp_worker.GENERATE:
+            for name, tokens in tp_worker.generations(model, tok).items():
+                ref[f"{layout}/{name}"] = tokens
     return ref
 
 
@@ -132,11 +130,12 @@ def test_logits_equal_the_single_process_model(worker_run, reference, layout):
         assert _rel_err(got[key], reference[key]) <= REL_TOL, key
 
 
-@pytest.mark.parametrize("layout", ["mistral", "hf"])
+@pytest.mark.parametrize("layout", tp_worker.GENERATE)
 def test_greedy_and_seeded_tokens_are_identical(worker_run, reference, layout):
     got = torch.load(worker_run[0] / "rank0.pt")
     for name in ("greedy", "seeded"):
         assert got[f"{layout}/{name}"] == reference[f"{layout}/{name}"], name
+    assert "positions must lie in [0, 256)" in got[f"{layout}/bad_call"]  # and generation went on
     assert len(got[f"{layout}/seeded"]) == 2 and got[f"{layout}/seeded"][0] != got[f"{layout}/seeded"][1]
 
 
@@ -150,19 +149,18 @@ def test_each_rank_reads_only_its_share(worker_run, checkpoints):
         assert read == (total - norms) // 2 + norms
 
 
-def test_killing_a_follower_fails_rank_0_at_once(worker_run):
-    seconds, first, second = (worker_run[0] / "after_kill.txt").read_text().split("\n")
-    assert float(seconds) < 10
-    assert "tensor parallelism failed on rank 0" in first and "another rank died" in first
-    assert second == first  # refused again, without waiting on the dead group
+def test_killing_a_follower_makes_an_idle_rank_0_exit_with_an_error(worker_run):
+    _, returncode, seconds, log = worker_run
+    assert returncode == 1, log
+    assert seconds < 10
+    assert "error: tensor parallelism failed on rank 0" in log and "a rank died" in log
 
 
-def test_torchrun_serve_answers_openai_then_a_dead_rank_0_stops_the_follower(checkpoints, tmp_path):
+def test_torchrun_serve_answers_openai_then_a_dead_rank_0_stops_the_follower(checkpoints, tok, tmp_path):  # noqa: F811
     openai = pytest.importorskip("openai")
     httpx = pytest.importorskip("httpx")
     from nemo_ref.generate import generate
     from nemo_ref.sampling.params import SamplingParams
-    from nemo_ref.tokenizer import load_tokenizer
 
     port = _free_port()
     log = tmp_path / "torchrun.log"
@@ -192,7 +190,7 @@ def test_torchrun_serve_answers_openai_then_a_dead_rank_0_stops_the_follower(che
         r = client.chat.completions.create(model="mistral", messages=messages, max_tokens=5, temperature=0)
         expected = generate(
             load_model(checkpoints / "mistral", dtype=torch.float32, progress=False),
-            load_tokenizer(),
+            tok,
             messages,
             SamplingParams(temperature=0, max_tokens=5),
         )
