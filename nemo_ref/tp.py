@@ -80,18 +80,21 @@ def check_world_size(args: ModelArgs, world_size: int) -> None:
     valid = valid_world_sizes(args)
     if world_size in valid:
         return
-    why = [
-        f"{name} ({value}) is not divisible by it"
-        for name, value in (
-            ("n_kv_heads", args.n_kv_heads),
-            ("hidden_dim", args.hidden_dim),
-            ("vocab_size", args.vocab_size),
-        )
-        if world_size < 1 or value % world_size
-    ]
+    why = (
+        ["the world size must be >= 1"]
+        if world_size < 1
+        else [
+            f"{name} ({value}) is not divisible by {world_size}{note}"
+            for name, value, note in (
+                ("n_kv_heads", args.n_kv_heads, " (a KV head and its query heads stay on one rank)"),
+                ("hidden_dim", args.hidden_dim, ""),
+                ("vocab_size", args.vocab_size, ""),
+            )
+            if value % world_size
+        ]
+    )
     raise TPError(
-        f"tensor parallelism over {world_size} ranks is not possible for this model: "
-        f"{'; '.join(why) or 'it must be >= 1'} (the query heads of a KV group stay on one rank); "
+        f"tensor parallelism over {world_size} ranks is not possible for this model: {'; '.join(why)}; "
         f"valid world sizes: {', '.join(map(str, valid))}"
     )
 

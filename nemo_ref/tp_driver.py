@@ -304,6 +304,9 @@ def run_torchrun(args: Any) -> int:
         )
         try:
             code = int(args.func(args) or 0)
+        except TPError as e:  # e.g. a world size the model's heads do not divide
+            print(f"error: {e}", file=sys.stderr, flush=True)
+            code = 1
         finally:
             for driver in list(_drivers):
                 driver.shutdown()
