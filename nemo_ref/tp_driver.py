@@ -9,7 +9,8 @@ knows that the model is split.
 
 Caches: the Engine owns its KV cache; rank 0's is made by ``driver.new_cache``, which tells every
 follower to allocate its own (local heads) under the same id, and to free it when rank 0's is
-garbage-collected. Row copies (``copy_prefix``) are mirrored the same way.
+garbage-collected. Row copies (``KVCache.copy_prefix``) are mirrored the same way: code that
+changes a cache's rows outside a forward must do it through a KVCache method mirrored here.
 
 Failures: a rank that dies closes its connections, and the others' next collective raises at once;
 a rank that hangs is caught by the process group's timeout. A heartbeat from rank 0 keeps idle
@@ -39,12 +40,12 @@ from .tp import DEFAULT_TIMEOUT_S, TPError
 __all__ = ["TPDriver", "follow"]
 
 # Message kinds (the first element of every broadcast tuple).
-FORWARD, NEW_CACHE, SETUP_CACHE, FREE_CACHES, COPY_PREFIX, HEARTBEAT, SHUTDOWN = (
+FORWARD, NEW_CACHE, SETUP_CACHE, FREE_CACHES, CACHE_CALL, HEARTBEAT, SHUTDOWN = (
     "forward",
     "new_cache",
     "setup_cache",
     "free_caches",
-    "copy_prefix",
+    "cache_call",
     "heartbeat",
     "shutdown",
 )
@@ -59,13 +60,17 @@ def _to_device(value: Any, device: torch.device) -> Any:
 
 
 class _DrivenCache(KVCache):
-    """Rank 0's KV cache: its row copies are mirrored on the followers' caches of the same id."""
+    """Rank 0's KV cache: a method that changes its rows runs on the followers' caches of the same
+    id first. The engine must change rows only through such methods, never by writing ``k``/``v``."""
 
     driver: TPDriver
     cache_id: int
 
+    def _mirror(self, method: str, *args: Any) -> None:
+        self.driver._command((CACHE_CALL, self.cache_id, method, args))
+
     def copy_prefix(self, src: int, dst: int, length: int) -> None:
-        self.driver._command((COPY_PREFIX, self.cache_id, src, dst, length))
+        self._mirror("copy_prefix", src, dst, length)
         super().copy_prefix(src, dst, length)
 
 
@@ -255,9 +260,9 @@ def _run(model: Any, caches: dict[int, KVCache], kind: str, rest: list, device: 
     elif kind == FREE_CACHES:
         for cache_id in rest[0]:
             caches.pop(cache_id, None)
-    elif kind == COPY_PREFIX:
-        cache_id, src, dst, length = rest
-        caches[cache_id].copy_prefix(src, dst, length)
+    elif kind == CACHE_CALL:
+        cache_id, method, args = rest
+        getattr(caches[cache_id], method)(*args)
     elif kind == FORWARD:
         cache_id, tokens, start_pos, kwargs = rest
         kwargs = {k: _to_device(v, device) for k, v in kwargs.items()}

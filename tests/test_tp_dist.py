@@ -133,7 +133,7 @@ def test_logits_equal_the_single_process_model(worker_run, reference, layout):
 @pytest.mark.parametrize("layout", tp_worker.GENERATE)
 def test_greedy_and_seeded_tokens_are_identical(worker_run, reference, layout):
     got = torch.load(worker_run[0] / "rank0.pt")
-    for name in ("greedy", "seeded"):
+    for name in ("greedy", "seeded", "engine"):
         assert got[f"{layout}/{name}"] == reference[f"{layout}/{name}"], name
     assert "positions must lie in [0, 256)" in got[f"{layout}/bad_call"]  # and generation went on
     assert len(got[f"{layout}/seeded"]) == 2 and got[f"{layout}/seeded"][0] != got[f"{layout}/seeded"][1]

@@ -44,10 +44,30 @@ def generations(model, tokenizer) -> dict[str, list[list[int]]]:
     from nemo_ref.generate import generate
 
     greedy = generate(model, tokenizer, PROMPTS[0], SamplingParams(temperature=0, max_tokens=6))
-    seeded = generate(
-        model, tokenizer, PROMPTS[1], SamplingParams(temperature=1.0, seed=7, n=2, max_tokens=6)
-    )
-    return {"greedy": [c.token_ids for c in greedy.choices], "seeded": [c.token_ids for c in seeded.choices]}
+    params = SamplingParams(temperature=1.0, seed=7, n=2, max_tokens=6)
+    seeded = generate(model, tokenizer, PROMPTS[1], params)
+    return {
+        "greedy": [c.token_ids for c in greedy.choices],
+        "seeded": [c.token_ids for c in seeded.choices],
+        "engine": engine_run(model, tokenizer),
+    }
+
+
+def engine_run(model, tokenizer) -> list[list[int]]:
+    """Three requests in one Engine, finishing at different steps: rows free out of order, and an
+    engine that moves or clears rows must do it on every rank's cache."""
+    from nemo_ref.engine import Engine, Request
+    from nemo_ref.generate import make_sequences
+
+    engine = Engine(model, max_batch=4, max_len=40, sampler="torch")
+    requests = []
+    for i, (max_tokens, n) in enumerate(((2, 1), (9, 1), (5, 2))):
+        params = SamplingParams(temperature=0.8, seed=11 + i, n=n, max_tokens=max_tokens)
+        _, seqs = make_sequences(tokenizer, PROMPTS[i % 2][: 3 + i], params, 40)
+        requests.append(engine.submit(Request(seqs)))
+    while not all(r.finished for r in requests):
+        engine.step()
+    return [list(s.output) for r in requests for s in r.sequences]
 
 
 def main() -> None:
