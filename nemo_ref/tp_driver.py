@@ -21,6 +21,7 @@ raises it: no rank is left waiting.
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import os
 import sys
@@ -51,6 +52,10 @@ FORWARD, NEW_CACHE, SETUP_CACHE, FREE_CACHES, CACHE_CALL, HEARTBEAT, SHUTDOWN = 
 )
 
 
+# Model methods rank 0 may call on its own shard alone (no collectives, no state the others need).
+_LOCAL_METHODS = frozenset({"num_parameters", "named_parameters", "parameters", "state_dict"})
+
+
 def _to_cpu(value: Any) -> Any:
     return value.detach().cpu() if torch.is_tensor(value) else value
 
@@ -77,8 +82,8 @@ class _DrivenCache(KVCache):
 class TPDriver:
     """Rank 0's stand-in for a sharded model: calls are broadcast to :func:`follow`, then run here.
 
-    Everything else (``args``, ``tok_embeddings``, ``random_weights``...) is read from the local
-    shard. ``on_failure``: called with the :class:`TPError` when a collective fails (default: the
+    Attributes (``args``, ``tok_embeddings``, ``random_weights``...) are read from the local
+    shard; other methods of the model are refused, since they would run on rank 0 alone. ``on_failure``: called with the :class:`TPError` when a collective fails (default: the
     error is raised, and every later call raises it again). ``heartbeat_s``: how often an idle
     driver pings the followers (default: a fifth of the timeout, ``NEMO_REF_TP_TIMEOUT``).
     """
@@ -114,7 +119,14 @@ class TPDriver:
     def __getattr__(self, name: str) -> Any:  # only for what this class does not define
         if "model" not in self.__dict__:
             raise AttributeError(name)
-        return getattr(self.__dict__["model"], name)
+        value = getattr(self.__dict__["model"], name)
+        if inspect.ismethod(value) and name not in _LOCAL_METHODS:
+            # It would run on rank 0 alone: the followers would never enter its collectives.
+            raise TPError(
+                f"model.{name}() is not broadcast by the tensor-parallel driver; run it on every "
+                "rank (before driving), or add it to tp_driver's protocol"
+            )
+        return value
 
     # ---- what generate(), the Engine and the server call ----------------------------------------
 

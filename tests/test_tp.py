@@ -135,3 +135,18 @@ def test_other_commands_refuse_to_run_under_torchrun(monkeypatch, capsys, tmp_pa
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert main(["inspect", str(tmp_path)]) == 2
     assert "only generate and serve run tensor-parallel" in capsys.readouterr().err
+
+
+def test_driver_refuses_model_methods_it_does_not_broadcast(monkeypatch):
+    """set_attn_backend (or any method) on rank 0 alone would leave the followers behind."""
+    import nemo_ref.tp_driver as tpd
+
+    monkeypatch.setattr(tpd.TPDriver, "_beat", lambda self, interval: None)  # no process group here
+    driver = tpd.TPDriver(shard_model(Transformer(SMALL).init_random(0), rank=0, world_size=2))
+    assert driver.args is driver.model.args and driver.tok_embeddings.weight.shape == (
+        SMALL.vocab_size // 2,
+        32,
+    )
+    assert driver.num_parameters() == driver.model.num_parameters()
+    with pytest.raises(TPError, match=r"model.set_attn_backend\(\) is not broadcast"):
+        driver.set_attn_backend("eager")
