@@ -36,7 +36,7 @@ import torch
 import torch.distributed as dist
 
 from .model import KVCache
-from .tp import DEFAULT_TIMEOUT_S, TPError
+from .tp import DEFAULT_TIMEOUT_S, TPError, env_world_size, init_from_env
 
 __all__ = ["TPDriver", "follow"]
 
@@ -101,6 +101,7 @@ class TPDriver:
             raise TPError(f"the driver runs on rank 0; this is rank {model.tp.rank} (it should follow())")
         self.model = model
         self.group = model.tp.group
+        self.device = model.tok_embeddings.weight.device
         self.on_failure = on_failure
         self.failed: TPError | None = None
         self._lock = threading.Lock()  # one command at a time, from any thread
@@ -186,6 +187,8 @@ class TPDriver:
         with self._lock:
             if self.failed is not None:
                 raise self.failed
+            if self.device.type == "cuda":  # the current device is per thread (engine, heartbeat)
+                torch.cuda.set_device(self.device)
             if self._closed:
                 raise TPError("the tensor-parallel driver was shut down")
             try:
@@ -303,8 +306,6 @@ def run_torchrun(args: Any) -> int:
     """``torchrun --nproc-per-node N -m nemo_ref generate|serve ...``: rank 0 runs the command on a
     :class:`TPDriver` (``cli.load_from_args`` makes it), the other ranks :func:`follow`."""
     import traceback
-
-    from .tp import env_world_size, init_from_env
 
     if args.command not in ("generate", "serve"):
         print(
