@@ -142,6 +142,11 @@ class TPInfo:
     group: Any = None  # a torch.distributed process group; None is the default (world) group
 
 
+def _parameter(t: torch.Tensor) -> nn.Parameter:
+    """``t`` itself when it is a parameter already (a tied output shares the embedding's)."""
+    return t if isinstance(t, nn.Parameter) else nn.Parameter(t, requires_grad=False)
+
+
 class RowParallelLinear(nn.Module):
     """``y = sum over ranks of x_r W_r^T``: this rank's input columns, then one all-reduce.
 
@@ -151,7 +156,7 @@ class RowParallelLinear(nn.Module):
 
     def __init__(self, weight: torch.Tensor, group: Any = None):
         super().__init__()
-        self.weight = nn.Parameter(weight, requires_grad=False)  # [out, in / N]
+        self.weight = _parameter(weight)  # [out, in / N]
         self.group = group
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -171,7 +176,7 @@ class VocabParallelEmbedding(nn.Module):
 
     def __init__(self, weight: torch.Tensor, start: int, group: Any = None):
         super().__init__()
-        self.weight = nn.Parameter(weight, requires_grad=False)  # [V / N, dim]
+        self.weight = _parameter(weight)  # [V / N, dim]
         self.start = start
         self.group = group
 
@@ -192,7 +197,7 @@ class VocabParallelLinear(nn.Module):
 
     def __init__(self, weight: torch.Tensor, world_size: int, group: Any = None):
         super().__init__()
-        self.weight = nn.Parameter(weight, requires_grad=False)  # [V / N, dim]
+        self.weight = _parameter(weight)  # [V / N, dim]
         self.world_size = world_size
         self.group = group
 

@@ -150,3 +150,14 @@ def test_driver_refuses_model_methods_it_does_not_broadcast(monkeypatch):
     assert driver.num_parameters() == driver.model.num_parameters()
     with pytest.raises(TPError, match=r"model.set_attn_backend\(\) is not broadcast"):
         driver.set_attn_backend("eager")
+
+
+def test_tied_embeddings_stay_tied_in_their_shard():
+    args = SMALL.replace(tied_embeddings=True)
+    model = shard_model(Transformer(args).init_random(0), rank=1, world_size=2)
+    assert model.output.weight is model.tok_embeddings.weight
+    assert model.tok_embeddings.start == args.vocab_size // 2
+    assert (
+        model.num_parameters()
+        == Transformer(args, device="meta").num_parameters() // 2 + 32 * (2 * 2 + 1) // 2
+    )
