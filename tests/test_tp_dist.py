@@ -1,9 +1,10 @@
 """Tensor parallelism across 2 real processes (gloo, CPU), against the single-process model.
 
-One spawned job (tests/tp_worker.py, 2 ranks) covers: logits in both layouts, with and without a KV
-cache, prefill and batched decode at mixed positions, the sdpa and Triton attention paths; greedy
-and seeded generate() (n=2); each rank's bytes read; killing the follower makes an idle rank 0 exit
-with an error (its heartbeat finds out).
+One spawned job (tests/tp_worker.py, 2 ranks; one test function, so that xdist runs it once) covers:
+logits in both layouts, with and without a KV cache, prefill and batched decode at mixed positions,
+the sdpa and Triton attention paths; greedy and seeded generate() (n=2) and an Engine whose rows
+free out of order; each rank's bytes read; killing the follower makes an idle rank 0 exit with an
+error (its heartbeat finds out).
 A second job runs ``torchrun -m nemo_ref serve`` and asks it with the official openai client, then
 kills rank 0 and checks that the follower exits with an error by itself.
 """
@@ -71,10 +72,10 @@ def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max())
 
 
-@pytest.fixture(scope="module")
-def worker_run(checkpoints, tmp_path_factory):
-    """Both ranks of tests/tp_worker.py, started as torchrun would (env), without a supervisor."""
-    out = tmp_path_factory.mktemp("tp_out")
+def _run_workers(checkpoints: Path, out: Path) -> tuple[int, float, str]:
+    """Both ranks of tests/tp_worker.py, started as torchrun would (env), without a supervisor;
+    once their checks are done, rank 1 is killed. Returns rank 0's (exit code, seconds it lived
+    after the kill, output)."""
     port = _free_port()
     worker = Path(__file__).with_name("tp_worker.py")
     procs = [
@@ -104,11 +105,10 @@ def worker_run(checkpoints, tmp_path_factory):
                 p.kill()
         logs = [p.communicate(timeout=10)[0] for p in procs]
     assert (out / "rank0.pt").exists(), logs[0]
-    return out, procs[0].returncode, exited_after, logs[0]
+    return procs[0].returncode, exited_after, logs[0]
 
 
-@pytest.fixture(scope="module")
-def reference(checkpoints, tok):  # noqa: F811
+def _reference(checkpoints: Path, tok) -> dict:  # noqa: F811
     """The same calls on the single-process model loaded by checkpoint.load_model."""
     ref = {}
     for layout, backend in tp_worker.BACKENDS.items():
@@ -121,36 +121,33 @@ def reference(checkpoints, tok):  # noqa: F811
     return ref
 
 
-@pytest.mark.parametrize("layout", ["mistral", "hf"])
-def test_logits_equal_the_single_process_model(worker_run, reference, layout):
-    got = torch.load(worker_run[0] / "rank0.pt")
-    for name in ("no_cache", "prefill_a", "prefill_b", "decode_1", "decode_2"):
-        key = f"{layout}/{name}"
-        assert got[key].shape == reference[key].shape, key
-        assert _rel_err(got[key], reference[key]) <= REL_TOL, key
-
-
-@pytest.mark.parametrize("layout", tp_worker.GENERATE)
-def test_greedy_and_seeded_tokens_are_identical(worker_run, reference, layout):
-    got = torch.load(worker_run[0] / "rank0.pt")
-    for name in ("greedy", "seeded", "engine"):
-        assert got[f"{layout}/{name}"] == reference[f"{layout}/{name}"], name
-    assert "positions must lie in [0, 256)" in got[f"{layout}/bad_call"]  # and generation went on
-    assert len(got[f"{layout}/seeded"]) == 2 and got[f"{layout}/seeded"][0] != got[f"{layout}/seeded"][1]
-
-
-def test_each_rank_reads_only_its_share(worker_run, checkpoints):
+def test_two_ranks_compute_what_one_process_does_and_fail_together(checkpoints, tok, tmp_path):  # noqa: F811
+    """One job (so that xdist never runs it twice): every check of tests/tp_worker.py."""
     from nemo_ref.checkpoint import inspect_checkpoint
 
-    norms = 4 * ARGS.dim * (2 * ARGS.n_layers + 1)  # replicated, float32
+    returncode, seconds, log = _run_workers(checkpoints, tmp_path)
+    got, ref = torch.load(tmp_path / "rank0.pt"), _reference(checkpoints, tok)
+
+    # logits, both layouts (sdpa on one, Triton on the other): no cache, chunked prefill, decode
+    # of two rows at different positions
+    for layout in ("mistral", "hf"):
+        for name in ("no_cache", "prefill_a", "prefill_b", "decode_1", "decode_2"):
+            key = f"{layout}/{name}"
+            assert got[key].shape == ref[key].shape, key
+            assert _rel_err(got[key], ref[key]) <= REL_TOL, key
+    # tokens: greedy, seeded n=2 (copied prompt rows), an engine whose rows free out of order
+    for layout in tp_worker.GENERATE:
+        for name in ("greedy", "seeded", "engine"):
+            assert got[f"{layout}/{name}"] == ref[f"{layout}/{name}"], name
+        assert got[f"{layout}/seeded"][0] != got[f"{layout}/seeded"][1]
+    # a bad call fails on every rank alike and the group goes on (generation followed it)
+    assert "positions must lie in [0, 256)" in got["mistral/bad_call"]
+    # each rank read its half of every matrix and all of the (replicated) norms
+    norms = 4 * ARGS.dim * (2 * ARGS.n_layers + 1)
     for layout in ("mistral", "hf"):
         total = inspect_checkpoint(checkpoints / layout)["bytes"]
-        read = torch.load(worker_run[0] / "rank0.pt")[f"{layout}/bytes_read"]
-        assert read == (total - norms) // 2 + norms
-
-
-def test_killing_a_follower_makes_an_idle_rank_0_exit_with_an_error(worker_run):
-    _, returncode, seconds, log = worker_run
+        assert got[f"{layout}/bytes_read"] == (total - norms) // 2 + norms, layout
+    # the follower killed while rank 0 sat idle: rank 0's heartbeat found out and it exited
     assert returncode == 1, log
     assert seconds < 10
     assert "error: tensor parallelism failed on rank 0" in log and "a rank died" in log
