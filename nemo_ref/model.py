@@ -71,11 +71,19 @@ class KVCache:
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (*self.k, *self.v))
 
+    # Row changes outside a forward go through these methods, so that a tensor-parallel driver can
+    # make every rank's cache do the same (tp_driver.py).
     def copy_prefix(self, src: int, dst: int, length: int) -> None:
         """Copy positions 0..length-1 of row ``src`` into row ``dst``, every layer (n choices, one prompt)."""
         for k, v in zip(self.k, self.v, strict=True):
             k[dst, :, :length] = k[src, :, :length]
             v[dst, :, :length] = v[src, :, :length]
+
+    def clear_prefix(self, row: int, length: int) -> None:
+        """Zero positions 0..length-1 of ``row``, every layer (a row a sequence leaves)."""
+        for k, v in zip(self.k, self.v, strict=True):
+            k[row, :, :length] = 0
+            v[row, :, :length] = 0
 
 
 @dataclass

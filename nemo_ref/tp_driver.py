@@ -9,8 +9,9 @@ knows that the model is split.
 
 Caches: the Engine owns its KV cache; rank 0's is made by ``driver.new_cache``, which tells every
 follower to allocate its own (local heads) under the same id, and to free it when rank 0's is
-garbage-collected. Row copies (``KVCache.copy_prefix``) are mirrored the same way: code that
-changes a cache's rows outside a forward must do it through a KVCache method mirrored here.
+garbage-collected. Row changes (``KVCache.copy_prefix``, ``clear_prefix``) are mirrored the same
+way: code that changes a cache's rows outside a forward must do it through a KVCache method
+mirrored here.
 
 Failures: a rank that dies closes its connections, and the others' next collective raises at once;
 a rank that hangs is caught by the process group's timeout. A heartbeat from rank 0 keeps idle
@@ -77,6 +78,10 @@ class _DrivenCache(KVCache):
     def copy_prefix(self, src: int, dst: int, length: int) -> None:
         self._mirror("copy_prefix", src, dst, length)
         super().copy_prefix(src, dst, length)
+
+    def clear_prefix(self, row: int, length: int) -> None:
+        self._mirror("clear_prefix", row, length)
+        super().clear_prefix(row, length)
 
 
 class TPDriver:

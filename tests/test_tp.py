@@ -161,3 +161,19 @@ def test_tied_embeddings_stay_tied_in_their_shard():
         model.num_parameters()
         == Transformer(args, device="meta").num_parameters() // 2 + 32 * (2 * 2 + 1) // 2
     )
+
+
+def test_kv_cache_row_methods_touch_only_their_row_and_prefix():
+    from nemo_ref.model import KVCache
+
+    cache = KVCache.allocate(SMALL, 3, 6, torch.float32, "cpu")
+    for k, v in zip(cache.k, cache.v, strict=True):
+        k.copy_(torch.randn(k.shape))
+        v.copy_(torch.randn(v.shape))
+    before = [t.clone() for t in (*cache.k, *cache.v)]
+    cache.copy_prefix(2, 0, 4)
+    cache.clear_prefix(1, 3)
+    for old, new in zip(before, (*cache.k, *cache.v), strict=True):
+        assert torch.equal(new[0, :, :4], old[2, :, :4]) and torch.equal(new[0, :, 4:], old[0, :, 4:])
+        assert not new[1, :, :3].any() and torch.equal(new[1, :, 3:], old[1, :, 3:])
+        assert torch.equal(new[2], old[2])
