@@ -29,40 +29,65 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def load_from_args(args: argparse.Namespace) -> tuple[Any, Any, str | None]:
-    """(model, tokenizer, random-weights notice or None). A bad preset, checkpoint or tokenizer
-    raises ValueError (ConfigError, CheckpointError) with a message naming it.
+def model_from_args(args: argparse.Namespace) -> tuple[Any, str | None]:
+    """(model, random-weights notice or None); under torchrun, this rank's shard (tp.py). A bad
+    preset or checkpoint raises ValueError (ConfigError, CheckpointError) with a message naming it."""
+    import torch.distributed as dist
 
-    The tokenizer is the checkpoint's own file, else the one mistral-common bundles for the model's
-    vocabulary (Tekken for Nemo's 131072 ids, SentencePiece v3 for 32768, v1 for 32000).
-    """
     from .demo import DEFAULT_PRESET, embedded_model, notice
-    from .tokenizer import load_tokenizer
 
+    tp = dist.is_available() and dist.is_initialized()
     cuda = torch.cuda.is_available()
     device = args.device or ("cuda" if cuda else "cpu")
+    if tp and device == "cuda":
+        device = f"cuda:{torch.cuda.current_device()}"  # init_from_env set LOCAL_RANK's device
     dtype = (
         DTYPES[args.dtype] if args.dtype else (torch.bfloat16 if device.startswith("cuda") else torch.float32)
     )
     backend = args.attn_backend or ("triton" if device.startswith("cuda") else "sdpa")
     if args.checkpoint:
-        from .checkpoint import load_model
+        if tp:
+            from .tp_load import load_model_tp as load_model
+        else:
+            from .checkpoint import load_model
 
         model = load_model(args.checkpoint, dtype=dtype, device=device, attn_backend=backend)
         warning = None
         if model.random_weights:
             warning = f"NOTE: random weights (checkpoint {args.checkpoint} was made by make-checkpoint)."
+        return model, warning
+    preset = args.preset or DEFAULT_PRESET
+    model = embedded_model(preset, args.weights_seed, dtype=dtype, device=device, attn_backend=backend)
+    if tp:
+        from .tp import shard_model
+
+        model = shard_model(model)
+    return model, notice(preset, args.weights_seed)
+
+
+def load_from_args(args: argparse.Namespace) -> tuple[Any, Any, str | None]:
+    """(model, tokenizer, random-weights notice or None); under torchrun, rank 0's TPDriver. A bad
+    preset, checkpoint or tokenizer raises ValueError (ConfigError, CheckpointError) naming it.
+
+    The tokenizer is the checkpoint's own file, else the one mistral-common bundles for the model's
+    vocabulary (Tekken for Nemo's 131072 ids, SentencePiece v3 for 32768, v1 for 32000).
+    """
+    from .tokenizer import load_tokenizer
+
+    model, warning = model_from_args(args)
+    if args.checkpoint:
         tokenizer = load_tokenizer(args.checkpoint, vocab_size=model.args.vocab_size)
     else:
-        preset = args.preset or DEFAULT_PRESET
-        model = embedded_model(preset, args.weights_seed, dtype=dtype, device=device, attn_backend=backend)
         tokenizer = load_tokenizer(vocab_size=model.args.vocab_size)
-        warning = notice(preset, args.weights_seed)
     if tokenizer.vocab_size != model.args.vocab_size:
         raise ValueError(
             f"the tokenizer ({tokenizer.describe()}, {tokenizer.path}) does not match the "
             f"model's vocabulary of {model.args.vocab_size} ids"
         )
+    if getattr(model, "tp", None) is not None:  # the other ranks run each call too (tp_driver.py)
+        from .tp_driver import TPDriver, exit_on_failure
+
+        model = TPDriver(model, on_failure=exit_on_failure)
     return model, tokenizer, warning
 
 
@@ -228,6 +253,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from .tp import env_world_size
+
+    if env_world_size() > 1:  # started by torchrun: tensor-parallel over its ranks
+        from .tp_driver import run_torchrun
+
+        return run_torchrun(args)
     return int(args.func(args) or 0)
 
 

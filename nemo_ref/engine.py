@@ -179,9 +179,7 @@ class Engine:
             n = len(req.sequences[0].prompt)
             for slot, seq in zip(slots, req.sequences, strict=True):
                 if slot != slots[0]:
-                    for k, v in zip(self.cache.k, self.cache.v, strict=True):
-                        k[slot, :, :n] = k[slots[0], :, :n]
-                        v[slot, :, :n] = v[slots[0], :, :n]
+                    self.cache.copy_prefix(slots[0], slot, n)
                 self._running[slot] = (seq, req)
                 logits_by_slot[slot] = last_logits
 

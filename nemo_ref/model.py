@@ -71,6 +71,20 @@ class KVCache:
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (*self.k, *self.v))
 
+    # Row changes outside a forward go through these methods, so that a tensor-parallel driver can
+    # make every rank's cache do the same (tp_driver.py).
+    def copy_prefix(self, src: int, dst: int, length: int) -> None:
+        """Copy positions 0..length-1 of row ``src`` into row ``dst``, every layer (n choices, one prompt)."""
+        for k, v in zip(self.k, self.v, strict=True):
+            k[dst, :, :length] = k[src, :, :length]
+            v[dst, :, :length] = v[src, :, :length]
+
+    def clear_prefix(self, row: int, length: int) -> None:
+        """Zero positions 0..length-1 of ``row``, every layer (a row a sequence leaves)."""
+        for k, v in zip(self.k, self.v, strict=True):
+            k[row, :, :length] = 0
+            v[row, :, :length] = 0
+
 
 @dataclass
 class Positions:
@@ -252,7 +266,8 @@ class Transformer(nn.Module):
         if not 1 <= max_len <= self.args.max_positions:
             raise ValueError(f"max_len must be in [1, {self.args.max_positions}], got {max_len}")
         w = self.tok_embeddings.weight
-        return KVCache.allocate(self.args, max_batch, max_len, w.dtype, w.device)
+        heads = self.layers[0].attention.args  # a tensor-parallel rank's own heads (tp.py)
+        return KVCache.allocate(heads, max_batch, max_len, w.dtype, w.device)
 
     def setup_cache(self, max_batch: int, max_len: int | None = None) -> KVCache:
         """Allocate the model's own KV cache, used by every call that passes no ``cache=``."""
