@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 import torch
 import triton
 import triton.language as tl
+from nemo_ref.kernels import Launch
 
 from nemo_ref.sampling.reference import SampleResult, SamplingError
 from nemo_ref.sampling.rng import uniform
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 KEY_NEG_INF: tl.constexpr = tl.constexpr(-2139095041)  # _ordered_key(-inf)
 KEY_OFF: tl.constexpr = tl.constexpr(-(2**31))  # a threshold below every key: stage disabled
 ID_BIG: tl.constexpr = tl.constexpr(2**31 - 1)
+TOKEN_NAN: tl.constexpr = tl.constexpr(-2)  # a row with a NaN or +inf logit (-1: nothing finite)
 FLOAT_MAX = 3.4028234663852886e38  # min_p off: the floor -FLT_MAX drops only -inf
 
 DEFAULT_BLOCK_V = 4096
@@ -136,9 +138,14 @@ def _penalized_logits(
     logits_row, bias_row, prompt_row, counts_row, allowed_row, offs, V, rep, pres, freq,
     HAS_BIAS: tl.constexpr, HAS_PENALTIES: tl.constexpr, HAS_ALLOWED: tl.constexpr,
 ):  # fmt: skip
-    """S0..S3 for one chunk: grammar mask, logit bias, repetition, presence and frequency."""
+    """S0..S3 for one chunk: grammar mask, logit bias, repetition, presence and frequency.
+
+    Also how many logits are NaN or +inf, before the mask or after S3: the spec's SamplingError.
+    Counted explicitly because the GPU's min/max drop NaN where the interpreter propagates it.
+    """
     in_vocab = offs < V
     z = tl.load(logits_row + offs, mask=in_vocab, other=float("-inf")).to(tl.float32)
+    bad = (z != z) | (z == float("inf"))
     if HAS_ALLOWED:
         z = tl.where(tl.load(allowed_row + offs, mask=in_vocab, other=0) != 0, z, float("-inf"))
     if HAS_BIAS:
@@ -148,10 +155,12 @@ def _penalized_logits(
         seen = (tl.load(prompt_row + offs, mask=in_vocab, other=0) != 0) | (count > 0)
         z = tl.where(seen, tl.where(z > 0, z / rep, z * rep), z)
         z -= count.to(tl.float32) * freq + tl.where(count > 0, pres, 0.0)
-    return z
+    if HAS_BIAS or HAS_PENALTIES:
+        bad |= z == float("inf")
+    return z, tl.sum(bad.to(tl.int32))
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["V"])  # V % 16 == 0 specialised, the logits-only variant spills
 def _sample_kernel(
     logits, bias, prompt_mask, counts, allowed,
     temperature, top_p, top_k, min_p_floor, u, rep_penalty, pres_penalty, freq_penalty,
@@ -173,7 +182,8 @@ def _sample_kernel(
     draw is 2 more passes; top_k = 50 adds ~13, top_p = 0.9 after it ~10 (search passes above).
     So the bound is the per-SM L2 read rate times ~25 passes, not HBM bandwidth: latency-bound
     at batch 1 (one SM works), throughput-bound once the batch fills the SMs.
-    Token -1 marks a row where every logit is -inf after S3 (an error: the launcher raises).
+    Token -1 marks a row where every logit is -inf after S3, -2 one with a NaN or +inf logit
+    (before the mask or after S3): errors, the launcher raises ``SamplingError``.
     """
     b = tl.program_id(0).to(tl.int64)  # b * V exceeds 2**31 past batch 16383
     z_row = z_buf + b * stride_z
@@ -183,13 +193,15 @@ def _sample_kernel(
 
     zmax = float("-inf")
     argmax = -1
+    n_bad = 0
     for start in range(0, V, BLOCK_V):
         offs = start + tl.arange(0, BLOCK_V)
-        z = _penalized_logits(
+        z, chunk_bad = _penalized_logits(
             logits + b * stride_logits, bias + b * stride_bias, prompt_mask + b * stride_prompt,
             counts + b * stride_counts, allowed + b * stride_allowed, offs, V, rep, pres, freq,
             HAS_BIAS, HAS_PENALTIES, HAS_ALLOWED,
         )  # fmt: skip
+        n_bad += chunk_bad
         tl.store(z_row + offs, z, mask=offs < V)
         chunk_max = tl.max(z)
         chunk_arg = tl.min(tl.where(z == chunk_max, offs, ID_BIG))
@@ -198,7 +210,7 @@ def _sample_kernel(
 
     temp = tl.load(temperature + b)
     token = argmax  # S4 (T == 0), or -1 when nothing is finite
-    if (temp > 0) & (zmax > float("-inf")):
+    if (temp > 0) & (zmax > float("-inf")) & (n_bad == 0):
         floor = tl.load(min_p_floor + b)
         k = tl.load(top_k + b)
         p = tl.load(top_p + b)
@@ -246,12 +258,13 @@ def _sample_kernel(
             if WRITE_PROBS:
                 tl.store(probs + b * stride_p + offs, q / mass, mask=offs < V)
         token = tl.where(token == ID_BIG, last, token)  # rounding: u * sum(q) >= every prefix
-    elif WRITE_PROBS:  # greedy: one-hot; nothing finite: NaN
+    elif WRITE_PROBS:  # greedy: one-hot; nothing finite, NaN or +inf: NaN
         for start in range(0, V, BLOCK_V):
             offs = start + tl.arange(0, BLOCK_V)
             one_hot = tl.where(offs == argmax, 1.0, 0.0)
-            one_hot = tl.where(argmax >= 0, one_hot, float("nan"))
+            one_hot = tl.where((argmax >= 0) & (n_bad == 0), one_hot, float("nan"))
             tl.store(probs + b * stride_p + offs, one_hot, mask=offs < V)
+    token = tl.where(n_bad > 0, TOKEN_NAN, token)
     tl.store(tokens + b, token.to(tl.int64))
 
 
@@ -260,12 +273,14 @@ def _per_row(x: float | int | torch.Tensor, B: int, dtype: torch.dtype, device) 
     return t.expand(B).contiguous() if t.dim() == 0 else t.contiguous()
 
 
-def _run_sampler(
+def sampler_launch(
     logits: torch.Tensor, u: torch.Tensor | float, write_probs: bool, *, temperature, top_p, top_k,
-    min_p, repetition_penalty, presence_penalty, frequency_penalty, logit_bias, prompt_mask,
-    output_counts, allowed, block_v: int, num_warps: int, check: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:  # fmt: skip
-    """Launch ``_sample_kernel``: (tokens, probabilities or None, logits after S3)."""
+    min_p, repetition_penalty=None, presence_penalty=None, frequency_penalty=None, logit_bias=None,
+    prompt_mask=None, output_counts=None, allowed=None, block_v: int = DEFAULT_BLOCK_V,
+    num_warps: int = DEFAULT_NUM_WARPS,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, Launch]:  # fmt: skip
+    """The outputs (tokens, probabilities or None, logits after S3) and the launch of
+    ``_sample_kernel``, checked and not run (``_compile`` compiles exactly this launch)."""
     if logits.dim() != 2:
         raise ValueError(f"logits must be [B, V], got {tuple(logits.shape)}")
     B, V = logits.shape
@@ -299,20 +314,36 @@ def _run_sampler(
     z_buf = torch.empty((B, V), device=dev, dtype=f32)
     probs = torch.empty((B, V), device=dev, dtype=f32) if write_probs else z_buf
     tokens = torch.empty(B, device=dev, dtype=torch.int64)
-    _sample_kernel[(B,)](
-        logits, bias_t, prompt_t, counts_t, allowed_t,
-        _per_row(temperature, B, f32, dev), _per_row(top_p, B, torch.float64, dev),
-        _per_row(top_k, B, torch.int32, dev), floor, _per_row(u, B, torch.float64, dev), *pen,
-        z_buf, probs, tokens, V,
-        logits.stride(0), bias_t.stride(0), prompt_t.stride(0), counts_t.stride(0),
-        allowed_t.stride(0), z_buf.stride(0), probs.stride(0),
-        HAS_BIAS=logit_bias is not None, HAS_PENALTIES=has_pen, HAS_ALLOWED=allowed is not None,
-        WRITE_PROBS=write_probs, BLOCK_V=block_v, num_warps=num_warps,
+    launch = Launch(
+        _sample_kernel,
+        (B,),
+        (
+            logits, bias_t, prompt_t, counts_t, allowed_t,
+            _per_row(temperature, B, f32, dev), _per_row(top_p, B, torch.float64, dev),
+            _per_row(top_k, B, torch.int32, dev), floor, _per_row(u, B, torch.float64, dev), *pen,
+            z_buf, probs, tokens, V,
+            logits.stride(0), bias_t.stride(0), prompt_t.stride(0), counts_t.stride(0),
+            allowed_t.stride(0), z_buf.stride(0), probs.stride(0),
+        ),
+        dict(HAS_BIAS=logit_bias is not None, HAS_PENALTIES=has_pen, HAS_ALLOWED=allowed is not None,
+             WRITE_PROBS=write_probs, BLOCK_V=block_v, num_warps=num_warps),
     )  # fmt: skip
+    return tokens, (probs if write_probs else None), z_buf, launch
+
+
+def _run_sampler(
+    logits: torch.Tensor, u: torch.Tensor | float, write_probs: bool, *, check: bool = True, **kwargs
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """Launch ``_sample_kernel``: (tokens, probabilities or None, logits after S3)."""
+    tokens, probs, z_buf, launch = sampler_launch(logits, u, write_probs, **kwargs)
+    launch()
     if check and bool((tokens < 0).any()):
-        bad = (tokens < 0).nonzero().flatten().tolist()
-        raise SamplingError(f"rows {bad}: every token is -inf after masks and penalties")
-    return tokens, (probs if write_probs else None), z_buf
+        nan = (tokens == -2).nonzero().flatten().tolist()
+        if nan:
+            raise SamplingError(f"rows {nan}: logits contain NaN or +inf (or a penalty overflowed to +inf)")
+        dead = (tokens == -1).nonzero().flatten().tolist()
+        raise SamplingError(f"rows {dead}: every token is -inf after masks and penalties")
+    return tokens, probs, z_buf
 
 
 def sample(
@@ -358,7 +389,7 @@ def probabilities(
     return probs
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["top_n"])  # a launch with top_n == 1 would make it a constexpr
 def _raw_logprobs_kernel(
     logits, allowed, logprobs, top_ids, top_values, V, top_n,
     stride_logits, stride_allowed, stride_lp, stride_top,
@@ -371,29 +402,38 @@ def _raw_logprobs_kernel(
     exactly ``top_n`` come back) and a compaction pass that writes the survivors' ids and values
     in ascending id order (the launcher orders them by value). Memory traffic: logits (and mask)
     read twice, logprobs written once, then ~20 reads of the logprobs row for the cut.
+
+    A row with no allowed token, or with a NaN or +inf logit, is written as NaN and gets no top
+    entries (the launcher's -1 / -inf stay): decided by explicit tests, never by how min/max
+    treat NaN (the GPU drops it, the interpreter propagates it).
     """
     b = tl.program_id(0).to(tl.int64)
     m = float("-inf")
     s = 0.0
+    n_bad = 0
     for start in range(0, V, BLOCK_V):
         offs = start + tl.arange(0, BLOCK_V)
-        z = _penalized_logits(
+        z, chunk_bad = _penalized_logits(
             logits + b * stride_logits, logits, logits, logits, allowed + b * stride_allowed,
             offs, V, 1.0, 0.0, 0.0, False, False, HAS_ALLOWED,
         )  # fmt: skip
+        n_bad += chunk_bad
         m_new = tl.maximum(m, tl.max(z))
         s = s * tl.exp(m - m_new) + tl.sum(tl.exp(z - m_new))
         m = m_new
+    defined = (m > float("-inf")) & (n_bad == 0)
     lse = m + tl.log(s)
     lp_row = logprobs + b * stride_lp
     for start in range(0, V, BLOCK_V):
         offs = start + tl.arange(0, BLOCK_V)
-        z = _penalized_logits(
+        z, _unused = _penalized_logits(
             logits + b * stride_logits, logits, logits, logits, allowed + b * stride_allowed,
             offs, V, 1.0, 0.0, 0.0, False, False, HAS_ALLOWED,
         )  # fmt: skip
-        tl.store(lp_row + offs, tl.minimum(z - lse, 0.0), mask=offs < V)
-    if top_n > 0:
+        lp = z - lse
+        lp = tl.where(lp > 0.0, 0.0, lp)  # rounding; not tl.minimum, which drops NaN on a GPU
+        tl.store(lp_row + offs, tl.where(defined, lp, float("nan")), mask=offs < V)
+    if (top_n > 0) & defined:
         floor = float("-inf")  # keep -inf entries: the cut is over the whole vocabulary
         lo = tl.full((), KEY_NEG_INF, tl.int32)
         t, cut = _cut(
@@ -419,7 +459,8 @@ def raw_logprobs(
     ``allowed`` is False; NaN on a row with no allowed token); ``top_ids`` ``[B, top_n]`` int64
     and ``top_logprobs`` ``[B, top_n]`` float32: the ``top_n`` highest entries sorted by logprob
     descending, ties by lower id (``reference.top_entries``). -inf entries are never listed: when
-    fewer than ``top_n`` tokens are allowed, the row ends with id -1 and value -inf.
+    fewer than ``top_n`` tokens are allowed, the row ends with id -1 and value -inf. A row with a
+    NaN or +inf logit is NaN too, with no entries (``sample`` raises ``SamplingError`` there).
     """
     if logits.dim() != 2:
         raise ValueError(f"logits must be [B, V], got {tuple(logits.shape)}")
@@ -428,25 +469,46 @@ def raw_logprobs(
     if top_n < 0:
         raise ValueError(f"top_n must be >= 0, got {top_n}")
     logits = logits if logits.stride(-1) == 1 else logits.contiguous()
-    dev = logits.device
     if allowed is not None:
         if allowed.shape != (B, V):
             raise ValueError(f"allowed must be [B={B}, V={V}], got {tuple(allowed.shape)}")
         allowed = (allowed.view(torch.uint8) if allowed.dtype == torch.bool else allowed).contiguous()
-    allowed_t = logits if allowed is None else allowed
-    logprobs = torch.empty((B, V), device=dev, dtype=torch.float32)
-    ids = torch.empty((B, max(top_n, 1)), device=dev, dtype=torch.int64)
-    values = torch.empty((B, max(top_n, 1)), device=dev, dtype=torch.float32)
-    _raw_logprobs_kernel[(B,)](
-        logits, allowed_t, logprobs, ids, values, V, top_n,
-        logits.stride(0), allowed_t.stride(0), logprobs.stride(0), ids.stride(0),
-        HAS_ALLOWED=allowed is not None, BLOCK_V=block_v, num_warps=num_warps,
-    )  # fmt: skip
+    logprobs, ids, values, launch = raw_logprobs_launch(
+        logits, allowed, top_n, block_v=block_v, num_warps=num_warps
+    )
+    launch()
     ids, values = ids[:, :top_n], values[:, :top_n]
     # The kernel wrote the top_n in id order; a stable sort by value keeps ties in id order.
     values, order = torch.sort(values, dim=1, descending=True, stable=True)
     ids = torch.where(values > float("-inf"), ids.gather(1, order), -1)
     return logprobs, ids, values
+
+
+def raw_logprobs_launch(
+    logits: torch.Tensor,
+    allowed: torch.Tensor | None,
+    top_n: int,
+    *,
+    block_v: int = DEFAULT_BLOCK_V,
+    num_warps: int = DEFAULT_NUM_WARPS,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Launch]:
+    """The outputs and the launch of ``_raw_logprobs_kernel`` (inputs already checked)."""
+    B, V = logits.shape
+    dev = logits.device
+    allowed_t = logits if allowed is None else allowed
+    logprobs = torch.empty((B, V), device=dev, dtype=torch.float32)
+    ids = torch.full((B, max(top_n, 1)), -1, device=dev, dtype=torch.int64)
+    values = torch.full((B, max(top_n, 1)), float("-inf"), device=dev, dtype=torch.float32)
+    launch = Launch(
+        _raw_logprobs_kernel,
+        (B,),
+        (
+            logits, allowed_t, logprobs, ids, values, V, top_n,
+            logits.stride(0), allowed_t.stride(0), logprobs.stride(0), ids.stride(0),
+        ),
+        dict(HAS_ALLOWED=allowed is not None, BLOCK_V=block_v, num_warps=num_warps),
+    )  # fmt: skip
+    return logprobs, ids, values, launch
 
 
 def row_inputs(rows: Sequence[SampleRow], vocab: int, device) -> dict[str, torch.Tensor | None]:

@@ -237,3 +237,47 @@ def test_raw_logprobs_and_top_entries():
         assert values[b, :n].tolist() == pytest.approx([v for _, v in top], abs=1e-5)
         assert ids[b, n:].tolist() == [-1] * (8 - n)
     assert S.raw_logprobs(logits, top_n=0)[1].shape == (3, 0)
+
+
+@pytest.mark.parametrize(
+    ("value", "where", "temperature"),
+    [(math.nan, 5, 1.0), (math.nan, 250, 0.0), (math.inf, 9, 0.0), (math.inf, 280, 0.7), (math.nan, 3, 0.0)],
+)
+def test_nan_or_plus_inf_logits_are_a_sampling_error(value, where, temperature):
+    # docs/sampling.md: NaN or +inf logits are a SamplingError, greedy (T = 0) included, even
+    # where the grammar masks the token out (the spec checks the raw logits); never a token.
+    logits = torch.randn(3, 300, generator=torch.Generator().manual_seed(1))
+    logits[1, where] = value
+    allowed = torch.ones(3, 300, dtype=torch.bool)
+    allowed[1, 3] = False
+    with pytest.raises(SamplingError, match=r"rows \[1\]: logits contain NaN or \+inf"):
+        S.sample(logits, temperature=temperature, top_p=0.9, top_k=20, min_p=0.0, u=0.5, allowed=allowed,
+                 block_v=BLOCK_V)  # fmt: skip
+    with pytest.raises(SamplingError):  # the reference agrees
+        reference.sample(
+            logits[1].tolist(),
+            SamplingParams(temperature=temperature),
+            [],
+            [],
+            seed=0,
+            allowed=allowed[1].tolist(),
+        )
+    # check=False: the row is marked -2, the others are sampled.
+    tokens = S.sample(logits, temperature=temperature, top_p=0.9, top_k=20, min_p=0.0, u=0.5, check=False,
+                      block_v=BLOCK_V)  # fmt: skip
+    assert tokens[1] == -2 and (tokens[[0, 2]] >= 0).all()
+
+
+def test_raw_logprobs_rows_with_nothing_allowed_or_nan_are_nan_without_entries():
+    # Defined by explicit tests in the kernel, not by min/max's NaN rules (which differ between
+    # the interpreter and the GPU): NaN row, ids -1, values -inf. top_n = 1 is the launch that
+    # Triton specialises (an int equal to 1); it must work.
+    logits = torch.randn(3, 500, generator=torch.Generator().manual_seed(2))
+    logits[2, 17] = math.nan
+    allowed = torch.ones(3, 500, dtype=torch.bool)
+    allowed[1] = False
+    lp, ids, values = S.raw_logprobs(logits, allowed, top_n=1, block_v=BLOCK_V)
+    assert torch.isnan(lp[1:]).all() and not torch.isnan(lp[0]).any()
+    assert ids[:, 0].tolist() == [int(logits[0].argmax()), -1, -1]
+    assert values[1:, 0].tolist() == [-math.inf, -math.inf]
+    assert values[0, 0].item() == pytest.approx(logits[0].log_softmax(0).max().item(), abs=1e-5)
