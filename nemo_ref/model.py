@@ -207,9 +207,13 @@ def _write_cache(cache, k: torch.Tensor, v: torch.Tensor, p: Batch) -> None:
         k_cache[p.row_run, :, s : s + T] = k
         v_cache[p.row_run, :, s : s + T] = v
         return
-    # Advanced indices on dims 0 and 2 (separated by a slice) put the indexed dims first: [B, T, ...].
-    k_cache[p.rows[:, None], :, p.pos] = k.transpose(1, 2)
-    v_cache[p.rows[:, None], :, p.pos] = v.transpose(1, 2)
+    # Rows at different positions: one index_copy_ into the cache seen as [N * Hkv * S, D] rows
+    # (an advanced-index assignment k_cache[rows, :, pos] = ... is ~25x slower on a CPU).
+    _, Hkv, S, D = k_cache.shape
+    heads = torch.arange(Hkv, device=k.device)
+    idx = ((p.rows[:, None, None] * Hkv + heads[None, :, None]) * S + p.pos[:, None, :]).reshape(-1)
+    k_cache.view(-1, D).index_copy_(0, idx, k.reshape(-1, D))
+    v_cache.view(-1, D).index_copy_(0, idx, v.reshape(-1, D))
 
 
 def _read_cache(cache, p: Batch) -> tuple[torch.Tensor, torch.Tensor]:
