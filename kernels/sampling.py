@@ -47,11 +47,14 @@ if TYPE_CHECKING:
 KEY_NEG_INF: tl.constexpr = tl.constexpr(-2139095041)  # _ordered_key(-inf)
 KEY_OFF: tl.constexpr = tl.constexpr(-(2**31))  # a threshold below every key: stage disabled
 ID_BIG: tl.constexpr = tl.constexpr(2**31 - 1)
+BUCKETS_PER_UNIT: tl.constexpr = tl.constexpr(8.0)  # candidate histogram: buckets of y per unit
 TOKEN_NAN: tl.constexpr = tl.constexpr(-2)  # a row with a NaN or +inf logit (-1: nothing finite)
 FLOAT_MAX = 3.4028234663852886e38  # min_p off: the floor -FLT_MAX drops only -inf
 
-DEFAULT_BLOCK_V = 4096
-DEFAULT_NUM_WARPS = 16
+DEFAULT_BLOCK_V = 2048
+DEFAULT_NUM_WARPS = 4
+CANDIDATES = 4096  # the candidate buffer: S7..S9 run on it when it holds what they keep
+N_BUCKETS = 256  # candidate histogram: 32 units of y below the maximum, 8 buckets per unit
 
 
 @triton.jit
@@ -111,7 +114,9 @@ def _cut(
     """
     hi = 0
     w_above = 0.0
+    passes = 1  # the tie pass below
     while lo < hi:
+        passes += 1
         mid = lo + (hi - lo + 1) // 2
         w_ge, min_ge, max_lt = _weigh(
             z_row, V, mid, use_mass, zmax, temp, floor, k_key, k_id, p_key, p_id, BLOCK_V
@@ -130,7 +135,46 @@ def _cut(
         before = run + tl.cumsum(w, 0) - w
         first_cut = tl.minimum(first_cut, tl.min(tl.where(tie & (before >= target), offs, ID_BIG)))
         run += tl.sum(w)
-    return t, first_cut - 1
+    return t, first_cut - 1, passes
+
+
+@triton.jit
+def _bucket(y, N_BUCKETS: tl.constexpr):
+    """Bucket of ``y <= 0`` for the candidate histogram: ``floor(-y * BUCKETS_PER_UNIT)``, the
+    last bucket holding everything below ``-N_BUCKETS / BUCKETS_PER_UNIT``."""
+    return tl.minimum(-y * BUCKETS_PER_UNIT, N_BUCKETS - 1.0).to(tl.int32)
+
+
+@triton.jit
+def _draw(z_row, V, u, zmax, temp, floor, k_key, k_id, p_key, p_id, BLOCK_V: tl.constexpr):
+    """S9: (position of the token, total mass of the survivors, passes made).
+
+    The mass pass, then the prefix-sum pass in ascending id order: the token is the smallest
+    position with ``prefix > u * mass`` (the last survivor if rounding leaves none).
+    """
+    mass, _unused_min, _unused_max = _weigh(
+        z_row, V, KEY_NEG_INF, True, zmax, temp, floor, k_key, k_id, p_key, p_id, BLOCK_V
+    )
+    target = u * mass.to(tl.float64)
+    run = 0.0
+    token = ID_BIG
+    last = -1
+    for start in range(0, V, BLOCK_V):
+        offs, y, _key, keep = _chunk(z_row, start, V, zmax, temp, floor, k_key, k_id, p_key, p_id, BLOCK_V)
+        q = tl.where(keep, tl.exp(y), 0.0)
+        prefix = run + tl.cumsum(q, 0)
+        token = tl.minimum(token, tl.min(tl.where(keep & (prefix > target), offs, ID_BIG)))
+        last = tl.maximum(last, tl.max(tl.where(keep, offs, -1)))
+        run += tl.sum(q)
+    token = tl.where(token == ID_BIG, last, token)  # rounding: u * mass >= every prefix
+    return token, mass, 2
+
+
+@triton.jit
+def _row_id(ids, cut, n):
+    """A tie cut given as a buffer position, as a row id (buffer positions ascend with ids)."""
+    row_id = tl.load(ids + tl.minimum(tl.maximum(cut, 0), n - 1))
+    return tl.where(cut < 0, -1, tl.where(cut >= n, ID_BIG - 1, row_id))
 
 
 @triton.jit
@@ -164,10 +208,10 @@ def _penalized_logits(
 def _sample_kernel(
     logits, bias, prompt_mask, counts, allowed,
     temperature, top_p, top_k, min_p_floor, u, rep_penalty, pres_penalty, freq_penalty,
-    z_buf, probs, tokens, V,
+    z_buf, probs, tokens, cand_z, cand_id, passes, V,
     stride_logits, stride_bias, stride_prompt, stride_counts, stride_allowed, stride_z, stride_p,
     HAS_BIAS: tl.constexpr, HAS_PENALTIES: tl.constexpr, HAS_ALLOWED: tl.constexpr,
-    WRITE_PROBS: tl.constexpr, BLOCK_V: tl.constexpr,
+    WRITE_PROBS: tl.constexpr, BLOCK_V: tl.constexpr, CAP: tl.constexpr, N_BUCKETS: tl.constexpr,
 ):  # fmt: skip
     """One row: S0..S3 into a float32 scratch row, then S4 or S5..S9, then the draw.
 
@@ -210,60 +254,129 @@ def _sample_kernel(
 
     temp = tl.load(temperature + b)
     token = argmax  # S4 (T == 0), or -1 when nothing is finite
+    row_passes = 1
+    buffer_passes = 0
     if (temp > 0) & (zmax > float("-inf")) & (n_bad == 0):
         floor = tl.load(min_p_floor + b)
         k = tl.load(top_k + b)
         p = tl.load(top_p + b)
-        k_key = KEY_OFF
-        k_id = 0
-        p_key = KEY_OFF
-        p_id = 0
-        if k > 0:  # S7
-            n, lo, _unused = _weigh(
-                z_row, V, KEY_NEG_INF, False, zmax, temp, floor, k_key, k_id, p_key, p_id, BLOCK_V
-            )
-            if k < n:
-                k_key, k_id = _cut(
+        # Pass 2: survivors of S6 per bucket of y (width 1 / BUCKETS_PER_UNIT, the top first),
+        # their count and total mass.
+        hist = tl.zeros([N_BUCKETS], tl.int32)
+        n = 0
+        total = 0.0
+        for start in range(0, V, BLOCK_V):
+            offs = start + tl.arange(0, BLOCK_V)
+            z = tl.load(z_row + offs, mask=offs < V, other=float("-inf"))
+            y = tl.math.div_rn(z - zmax, temp)
+            alive = (offs < V) & (y >= floor)
+            hist += tl.histogram(_bucket(y, N_BUCKETS), N_BUCKETS, mask=alive)
+            n += tl.sum(alive.to(tl.int32))
+            total += tl.sum(tl.where(alive, tl.exp(y), 0.0))
+        row_passes += 1
+        k_on = (k > 0) & (k < n)
+        p_on = p < 1.0
+        # The most top buckets whose tokens fit the candidate buffer. It must hold every token
+        # top_k keeps (k of them), or every survivor when nothing truncates; for top_p alone, the
+        # compaction pass checks that it holds the mass top_p keeps.
+        cum = tl.cumsum(hist, 0)
+        fits = cum <= CAP
+        n_fit = tl.sum(fits.to(tl.int32))
+        n_cand = tl.max(tl.where(fits, cum, 0))
+        use_buffer = tl.where(k_on, n_cand >= k, tl.where(p_on, n_cand > 0, n_fit == N_BUCKETS))
+        mass_c = 0.0
+        if use_buffer:  # Pass 3: compact the candidates (ids ascending) into the buffer
+            run = 0
+            for start in range(0, V, BLOCK_V):
+                offs = start + tl.arange(0, BLOCK_V)
+                z = tl.load(z_row + offs, mask=offs < V, other=float("-inf"))
+                y = tl.math.div_rn(z - zmax, temp)
+                keep = (offs < V) & (y >= floor) & (_bucket(y, N_BUCKETS) < n_fit)
+                slot = run + tl.cumsum(keep.to(tl.int32), 0) - 1
+                tl.store(cand_z + b * CAP + slot, z, mask=keep)
+                tl.store(cand_id + b * CAP + slot, offs, mask=keep)
+                run += tl.sum(keep.to(tl.int32))
+                mass_c += tl.sum(tl.where(keep, tl.exp(y), 0.0))
+            row_passes += 1
+            if p_on & ~k_on:  # top_p alone: the buffer must hold the mass it keeps
+                use_buffer = mass_c.to(tl.float64) >= p * total.to(tl.float64)
+        if use_buffer:
+            # S7..S9 on the buffer: the same cuts and draw as on the row, with buffer positions
+            # as ids (the buffer is in ascending id order, so ties still go to the lower id).
+            zb = cand_z + b * CAP
+            k_key, k_id, p_key, p_id = KEY_OFF, 0, KEY_OFF, 0
+            if k_on:  # S7
+                _n, lo, _unused = _weigh(
+                    zb, n_cand, KEY_NEG_INF, False, zmax, temp, floor, k_key, k_id, p_key, p_id, BLOCK_V
+                )  # fmt: skip
+                k_key, k_id, n_pass = _cut(
+                    zb, n_cand, k.to(tl.float64), False, lo, zmax, temp, floor,
+                    k_key, k_id, p_key, p_id, BLOCK_V,
+                )  # fmt: skip
+                buffer_passes += 1 + n_pass
+            if p_on:  # S8, on the survivors of S7 (all in the buffer)
+                use_mass = p > 0.0
+                z_k, lo, _unused = _weigh(
+                    zb, n_cand, KEY_NEG_INF, use_mass, zmax, temp, floor, k_key, k_id, p_key, p_id,
+                    BLOCK_V,
+                )  # fmt: skip
+                target = tl.where(use_mass, p * tl.where(k_on, z_k, total).to(tl.float64), 1.0)
+                p_key, p_id, n_pass = _cut(
+                    zb, n_cand, target, use_mass, lo, zmax, temp, floor, k_key, k_id, p_key, p_id,
+                    BLOCK_V,
+                )  # fmt: skip
+                buffer_passes += 1 + n_pass
+            idx, mass, nb = _draw(
+                zb, n_cand, tl.load(u + b), zmax, temp, floor, k_key, k_id, p_key, p_id, BLOCK_V
+            )  # fmt: skip
+            buffer_passes += nb
+            token = tl.load(cand_id + b * CAP + idx)
+            # The cuts in row ids (for the probabilities): the buffer position of the last tie
+            # kept becomes its id; -1 keeps no tie, ID_BIG - 1 every tie.
+            k_id = _row_id(cand_id + b * CAP, k_id, n_cand)
+            p_id = _row_id(cand_id + b * CAP, p_id, n_cand)
+        else:  # the whole row: a binary search over it per stage (top_p alone on a flat row)
+            k_key, k_id, p_key, p_id = KEY_OFF, 0, KEY_OFF, 0
+            if k_on:  # S7
+                _n, lo, _unused = _weigh(
+                    z_row, V, KEY_NEG_INF, False, zmax, temp, floor, k_key, k_id, p_key, p_id, BLOCK_V
+                )  # fmt: skip
+                k_key, k_id, n_pass = _cut(
                     z_row, V, k.to(tl.float64), False, lo, zmax, temp, floor,
                     k_key, k_id, p_key, p_id, BLOCK_V,
                 )  # fmt: skip
-        if p < 1.0:  # S8 (p == 0 keeps the top token: a top-1 count cut)
-            use_mass = p > 0.0
-            total, lo, _unused = _weigh(
-                z_row, V, KEY_NEG_INF, use_mass, zmax, temp, floor, k_key, k_id, p_key, p_id,
-                BLOCK_V,
+                row_passes += 1 + n_pass
+            if p_on:  # S8 (p == 0 keeps the top token: a top-1 count cut)
+                use_mass = p > 0.0
+                z_k, lo, _unused = _weigh(
+                    z_row, V, KEY_NEG_INF, use_mass, zmax, temp, floor, k_key, k_id, p_key, p_id,
+                    BLOCK_V,
+                )  # fmt: skip
+                target = tl.where(use_mass, p * z_k.to(tl.float64), 1.0)
+                p_key, p_id, n_pass = _cut(
+                    z_row, V, target, use_mass, lo, zmax, temp, floor, k_key, k_id, p_key, p_id,
+                    BLOCK_V,
+                )  # fmt: skip
+                row_passes += 1 + n_pass
+            token, mass, nb = _draw(
+                z_row, V, tl.load(u + b), zmax, temp, floor, k_key, k_id, p_key, p_id, BLOCK_V
             )  # fmt: skip
-            target = tl.where(use_mass, p * total.to(tl.float64), 1.0)
-            p_key, p_id = _cut(
-                z_row, V, target, use_mass, lo, zmax, temp, floor, k_key, k_id, p_key, p_id,
-                BLOCK_V,
-            )  # fmt: skip
-        # S9: q = softmax over survivors; token = smallest id with prefix(q) > u * sum(q).
-        mass, _unused_min, _unused_max = _weigh(
-            z_row, V, KEY_NEG_INF, True, zmax, temp, floor, k_key, k_id, p_key, p_id, BLOCK_V
-        )
-        target = tl.load(u + b) * mass.to(tl.float64)
-        run = 0.0
-        token = ID_BIG
-        last = -1
-        for start in range(0, V, BLOCK_V):
-            offs, y, _key, keep = _chunk(
-                z_row, start, V, zmax, temp, floor, k_key, k_id, p_key, p_id, BLOCK_V
-            )
-            q = tl.where(keep, tl.exp(y), 0.0)
-            prefix = run + tl.cumsum(q, 0)
-            token = tl.minimum(token, tl.min(tl.where(keep & (prefix > target), offs, ID_BIG)))
-            last = tl.maximum(last, tl.max(tl.where(keep, offs, -1)))
-            run += tl.sum(q)
-            if WRITE_PROBS:
-                tl.store(probs + b * stride_p + offs, q / mass, mask=offs < V)
-        token = tl.where(token == ID_BIG, last, token)  # rounding: u * sum(q) >= every prefix
+            row_passes += nb
+        if WRITE_PROBS:  # the final distribution over the row: q / sum(q) on the survivors
+            for start in range(0, V, BLOCK_V):
+                offs, y, _key, keep = _chunk(
+                    z_row, start, V, zmax, temp, floor, k_key, k_id, p_key, p_id, BLOCK_V
+                )  # fmt: skip
+                tl.store(probs + b * stride_p + offs, tl.where(keep, tl.exp(y), 0.0) / mass, mask=offs < V)
+            row_passes += 1
     elif WRITE_PROBS:  # greedy: one-hot; nothing finite, NaN or +inf: NaN
         for start in range(0, V, BLOCK_V):
             offs = start + tl.arange(0, BLOCK_V)
             one_hot = tl.where(offs == argmax, 1.0, 0.0)
             one_hot = tl.where((argmax >= 0) & (n_bad == 0), one_hot, float("nan"))
             tl.store(probs + b * stride_p + offs, one_hot, mask=offs < V)
+    tl.store(passes + b * 2, row_passes)
+    tl.store(passes + b * 2 + 1, buffer_passes)
     token = tl.where(n_bad > 0, TOKEN_NAN, token)
     tl.store(tokens + b, token.to(tl.int64))
 
@@ -277,10 +390,11 @@ def sampler_launch(
     logits: torch.Tensor, u: torch.Tensor | float, write_probs: bool, *, temperature, top_p, top_k,
     min_p, repetition_penalty=None, presence_penalty=None, frequency_penalty=None, logit_bias=None,
     prompt_mask=None, output_counts=None, allowed=None, block_v: int = DEFAULT_BLOCK_V,
-    num_warps: int = DEFAULT_NUM_WARPS,
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, Launch]:  # fmt: skip
-    """The outputs (tokens, probabilities or None, logits after S3) and the launch of
-    ``_sample_kernel``, checked and not run (``_compile`` compiles exactly this launch)."""
+    num_warps: int = DEFAULT_NUM_WARPS, candidates: int = CANDIDATES,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor, Launch]:  # fmt: skip
+    """The outputs (tokens, probabilities or None, logits after S3, passes ``[B, 2]``: passes
+    over the row and over the candidate buffer) and the launch of ``_sample_kernel``, checked and
+    not run (``_compile`` compiles exactly this launch)."""
     if logits.dim() != 2:
         raise ValueError(f"logits must be [B, V], got {tuple(logits.shape)}")
     B, V = logits.shape
@@ -314,6 +428,9 @@ def sampler_launch(
     z_buf = torch.empty((B, V), device=dev, dtype=f32)
     probs = torch.empty((B, V), device=dev, dtype=f32) if write_probs else z_buf
     tokens = torch.empty(B, device=dev, dtype=torch.int64)
+    cand_z = torch.empty((B, candidates), device=dev, dtype=f32)
+    cand_id = torch.empty((B, candidates), device=dev, dtype=torch.int32)
+    passes = torch.empty((B, 2), device=dev, dtype=torch.int32)
     launch = Launch(
         _sample_kernel,
         (B,),
@@ -321,21 +438,22 @@ def sampler_launch(
             logits, bias_t, prompt_t, counts_t, allowed_t,
             _per_row(temperature, B, f32, dev), _per_row(top_p, B, torch.float64, dev),
             _per_row(top_k, B, torch.int32, dev), floor, _per_row(u, B, torch.float64, dev), *pen,
-            z_buf, probs, tokens, V,
+            z_buf, probs, tokens, cand_z, cand_id, passes, V,
             logits.stride(0), bias_t.stride(0), prompt_t.stride(0), counts_t.stride(0),
             allowed_t.stride(0), z_buf.stride(0), probs.stride(0),
         ),
         dict(HAS_BIAS=logit_bias is not None, HAS_PENALTIES=has_pen, HAS_ALLOWED=allowed is not None,
-             WRITE_PROBS=write_probs, BLOCK_V=block_v, num_warps=num_warps),
+             WRITE_PROBS=write_probs, BLOCK_V=block_v, CAP=candidates, N_BUCKETS=N_BUCKETS,
+             num_warps=num_warps),
     )  # fmt: skip
-    return tokens, (probs if write_probs else None), z_buf, launch
+    return tokens, (probs if write_probs else None), z_buf, passes, launch
 
 
 def _run_sampler(
     logits: torch.Tensor, u: torch.Tensor | float, write_probs: bool, *, check: bool = True, **kwargs
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """Launch ``_sample_kernel``: (tokens, probabilities or None, logits after S3)."""
-    tokens, probs, z_buf, launch = sampler_launch(logits, u, write_probs, **kwargs)
+    tokens, probs, z_buf, _passes, launch = sampler_launch(logits, u, write_probs, **kwargs)
     launch()
     if check and bool((tokens < 0).any()):
         nan = (tokens == -2).nonzero().flatten().tolist()
@@ -350,7 +468,7 @@ def sample(
     logits: torch.Tensor, *, temperature, top_p, top_k, min_p, u, repetition_penalty=None,
     presence_penalty=None, frequency_penalty=None, logit_bias=None, prompt_mask=None,
     output_counts=None, allowed=None, block_v: int = DEFAULT_BLOCK_V,
-    num_warps: int = DEFAULT_NUM_WARPS, check: bool = True,
+    num_warps: int = DEFAULT_NUM_WARPS, check: bool = True, candidates: int = CANDIDATES,
 ) -> torch.Tensor:  # fmt: skip
     """One token per row (``LongTensor[B]``) following S0..S9.
 
@@ -367,7 +485,7 @@ def sample(
         repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
         frequency_penalty=frequency_penalty, logit_bias=logit_bias, prompt_mask=prompt_mask,
         output_counts=output_counts, allowed=allowed, block_v=block_v, num_warps=num_warps,
-        check=check,
+        check=check, candidates=candidates,
     )  # fmt: skip
     return tokens
 
@@ -376,7 +494,7 @@ def probabilities(
     logits: torch.Tensor, *, temperature, top_p, top_k, min_p, repetition_penalty=None,
     presence_penalty=None, frequency_penalty=None, logit_bias=None, prompt_mask=None,
     output_counts=None, allowed=None, block_v: int = DEFAULT_BLOCK_V,
-    num_warps: int = DEFAULT_NUM_WARPS,
+    num_warps: int = DEFAULT_NUM_WARPS, candidates: int = CANDIDATES,
 ) -> torch.Tensor:  # fmt: skip
     """The final distribution ``[B, V]`` float32 that ``sample`` draws from (one-hot at T = 0)."""
     _, probs, _ = _run_sampler(
@@ -384,6 +502,7 @@ def probabilities(
         repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
         frequency_penalty=frequency_penalty, logit_bias=logit_bias, prompt_mask=prompt_mask,
         output_counts=output_counts, allowed=allowed, block_v=block_v, num_warps=num_warps,
+        candidates=candidates,
     )  # fmt: skip
     assert probs is not None
     return probs
@@ -436,7 +555,7 @@ def _raw_logprobs_kernel(
     if (top_n > 0) & defined:
         floor = float("-inf")  # keep -inf entries: the cut is over the whole vocabulary
         lo = tl.full((), KEY_NEG_INF, tl.int32)
-        t, cut = _cut(
+        t, cut, _unused = _cut(
             lp_row, V, top_n.to(tl.float64), False, lo, 0.0, 1.0, floor,
             KEY_OFF, 0, KEY_OFF, 0, BLOCK_V,
         )  # fmt: skip

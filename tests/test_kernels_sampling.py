@@ -26,8 +26,8 @@ def row(params: SamplingParams, prompt=(), output=(), allowed=None, seed=0, step
     return SampleRow(params, seed, 0, step, list(prompt), list(output), allowed)
 
 
-def kernel_probs(logits: torch.Tensor, rows: list[SampleRow], block_v: int = BLOCK_V) -> torch.Tensor:
-    return S.probabilities(logits, **S.row_inputs(rows, logits.shape[1], "cpu"), block_v=block_v)
+def kernel_probs(logits: torch.Tensor, rows: list[SampleRow], block_v: int = BLOCK_V, **kw) -> torch.Tensor:
+    return S.probabilities(logits, **S.row_inputs(rows, logits.shape[1], "cpu"), block_v=block_v, **kw)
 
 
 def expected_probs(logits: torch.Tensor, rows: list[SampleRow]) -> torch.Tensor:
@@ -143,10 +143,12 @@ def random_rows(V: int, seed: int) -> tuple[torch.Tensor, list[SampleRow]]:
     return logits, rows
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_random_rows_match_reference(seed):
+@pytest.mark.parametrize(("seed", "candidates"), [(0, 4096), (1, 4096), (0, 16)])
+def test_random_rows_match_reference(seed, candidates):
+    # 4096 candidates hold every survivor of these 777-token rows: S7..S9 run on the compacted
+    # buffer; 16 hold too few for most rows: the whole-row search (and the buffer for top_k 9).
     logits, rows = random_rows(777, seed)
-    assert_same_distribution(kernel_probs(logits, rows), expected_probs(logits, rows))
+    assert_same_distribution(kernel_probs(logits, rows, candidates=candidates), expected_probs(logits, rows))
 
 
 def test_nemo_vocab():
@@ -158,6 +160,34 @@ def test_nemo_vocab():
     rows = [row(SamplingParams(temperature=0.7, top_k=50, top_p=top_p_between(z, 20)))]
     got = kernel_probs(logits, rows, block_v=16384)
     assert_same_distribution(got, expected_probs(logits, rows))
+
+
+def test_top_k_and_top_p_take_three_passes_over_the_row():
+    # Instrumented, not timed: the kernel counts its passes over the 131072-wide row. S0..S3, the
+    # candidate histogram and the compaction read the row; top_k's and top_p's searches and the
+    # draw run on the buffer of candidates (a few thousand entries at most). Before: ~26 row passes.
+    g = torch.Generator().manual_seed(4)
+    logits = (torch.randn(2, 131072, generator=g) * 3).float()
+    u = torch.tensor([0.3, 0.8], dtype=torch.float64)
+    kw = dict(temperature=0.8, top_k=50, top_p=0.9, min_p=0.0, block_v=16384)
+    tokens, _, _, passes, launch = S.sampler_launch(logits, u, False, **kw)
+    launch()
+    assert passes[:, 0].tolist() == [3, 3]
+    assert (passes[:, 1] <= 40).all()
+    # The same rows through the whole-row search (a buffer too small to hold the top 50).
+    tokens_row, _, _, passes_row, launch = S.sampler_launch(logits, u, False, candidates=16, **kw)
+    launch()
+    assert (passes_row[:, 0] >= 15).all() and (passes_row[:, 1] == 0).all()
+    assert torch.equal(tokens, tokens_row)
+    params = SamplingParams(temperature=0.8, top_k=50, top_p=0.9)
+    for b in range(2):
+        want = reference.distribution(logits[b], params, [], [])
+        assert want[tokens[b]] > 0
+    # Plain sampling (nothing truncates, the survivors do not fit): S0..S3, histogram, mass, draw.
+    _, _, _, passes, launch = S.sampler_launch(logits, u, False, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0,
+                                               block_v=16384)  # fmt: skip
+    launch()
+    assert passes[:, 0].tolist() == [4, 4]
 
 
 def test_parameters_as_numbers():
