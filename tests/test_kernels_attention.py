@@ -13,8 +13,9 @@ DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 TOL = {torch.float32: (2e-5, 2e-5), torch.float16: (2e-3, 2e-3), torch.bfloat16: (1.6e-2, 1.6e-2)}
 
 
-def reference(q, k, v, start_pos, scale=None):
-    """softmax(q k^T * scale + causal mask) v in float32, K/V expanded per GQA group."""
+def reference(q, k, v, start_pos, scale=None, window=None):
+    """softmax(q k^T * scale + causal mask) v in float32, K/V expanded per GQA group; with a
+    sliding window, query p sees keys p - window < j <= p."""
     _, H, T, D = q.shape
     Hkv, S = k.shape[1], k.shape[2]
     scale = D**-0.5 if scale is None else scale
@@ -23,6 +24,8 @@ def reference(q, k, v, start_pos, scale=None):
     scores = q.float() @ k.transpose(-1, -2) * scale  # [B, H, T, S]
     q_pos = start_pos[:, None] + torch.arange(T)  # [B, T]
     visible = torch.arange(S)[None, None, :] <= q_pos[:, :, None]  # [B, T, S]
+    if window is not None:
+        visible &= torch.arange(S)[None, None, :] > q_pos[:, :, None] - window
     scores = scores.masked_fill(~visible[:, None], float("-inf"))
     return scores.softmax(-1) @ v
 
@@ -40,9 +43,9 @@ def make(B, H, Hkv, T, D, start_pos, dtype, extra_keys=3, seed=0, cache_layout=F
     return q, k, v, torch.tensor(start_pos)
 
 
-def check(out, q, k, v, start_pos, scale=None):
+def check(out, q, k, v, start_pos, scale=None, window=None):
     assert out.dtype == q.dtype and out.shape == q.shape
-    expected = reference(q, k, v, start_pos, scale).to(q.dtype).float()
+    expected = reference(q, k, v, start_pos, scale, window).to(q.dtype).float()
     rtol, atol = TOL[q.dtype]
     torch.testing.assert_close(out.float(), expected, rtol=rtol, atol=atol)
 
@@ -192,3 +195,15 @@ def test_rejects_tiles_the_gpu_compiler_or_shared_memory_cannot_take():
         assert A.prefill_shared_bytes(bm, bn, stages, 256, 4 if fp32 else 2) <= A.SM90_MAX_SHARED
         bn, _, stages = A.decode_config(fp32, 256)
         assert A.decode_shared_bytes(bn, stages, 256, 4 if fp32 else 2) <= A.SM90_MAX_SHARED
+
+
+@pytest.mark.parametrize("window", [1, 7, 40])
+def test_sliding_window_in_prefill_and_decode(window):
+    # Windows shorter than a tile, across tiles, and longer than some rows; rows continuing after
+    # cached keys; decode with several splits, the first starting at the window's edge.
+    q, k, v, start_pos = make(2, 8, 2, 37, 32, [0, 45], torch.float32)
+    check(A.prefill_attention(q, k, v, start_pos, window=window, block_m=16, block_n=16), q, k, v, start_pos,
+          window=window)  # fmt: skip
+    q, k, v, start_pos = make(3, 8, 2, 1, 32, [3, 70, 129], torch.float32)
+    out = A.decode_attention(q, k, v, start_pos, window=window, min_split=16, max_splits=3, block_n=16)
+    check(out, q, k, v, start_pos, window=window)

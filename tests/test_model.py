@@ -314,3 +314,27 @@ def test_contiguous_rows_are_read_in_place_and_scattered_rows_by_index(make_mode
 def test_sliding_window_field_is_validated():
     with pytest.raises(ValueError, match="sliding_window"):
         SMALL.replace(sliding_window=0)
+
+
+def test_sliding_window_matches_transformers_past_the_window(tiny_model, tiny_checkpoints):
+    """transformers' MistralForCausalLM with ``sliding_window`` set is the oracle: a prompt longer
+    than the window, then decoding from the KV cache, on every attention backend."""
+    from transformers import MistralForCausalLM
+
+    window = 5
+    hf = MistralForCausalLM.from_pretrained(
+        tiny_checkpoints["hf"], dtype=torch.float32, attn_implementation="eager"
+    )
+    hf.config.sliding_window = window
+    toks = torch.randint(0, 131072, (1, 16), generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        want = hf.eval()(toks).logits.float()
+    assert rel(tiny_model(toks), want) > 1e-3  # the window matters past position 5
+    for backend in ("sdpa", "eager", "triton"):
+        m = Transformer(tiny_model.args.replace(sliding_window=window), attn_backend=backend)
+        m.load_state_dict(tiny_model.state_dict())
+        assert rel(m(toks), want) <= 1e-4, backend  # no cache: the chunk attends within itself
+        cache = m.new_cache(1, 32)
+        steps = [m(toks[:, :11], 0, cache=cache)]  # prompt past the window, then decode
+        steps += [m(toks[:, t : t + 1], t, cache=cache) for t in range(11, 16)]
+        assert rel(torch.cat(steps, dim=1), want) <= 1e-4, backend
