@@ -10,9 +10,13 @@ integer order is the float order. "Keep the first ``k`` tokens in rank order" (S
 ranks while the mass before them is ``< p``" (S8) are the same question: find the largest key
 ``t`` with ``W(key >= t) >= target``, where ``W`` counts tokens (target ``k``) or sums their
 ``exp(y)`` (target ``p * Z``). A binary search over the key range answers it, each step one
-pass over the row, snapping the bounds to keys that exist so it stops as soon as one value is
-left (at most 32 passes; on random 131072-token rows ~11 for top_k = 50, ~8 more for
-top_p = 0.9 after it, ~16-22 for top_p alone). Every token with ``key > t`` survives; the tokens
+pass over its input, snapping the bounds to keys that exist so it stops as soon as one value is
+left (at most 32 steps). Its input is a small buffer, not the row: a histogram pass over the row
+finds the top buckets of ``y`` that hold what the stages keep (top_k's k tokens, or top_p's mass)
+within 4096 candidates, a compaction pass copies them out in id order, and the searches and the
+draw run there (FlashInfer's and vLLM's samplers compact candidates the same way). Only when the
+buffer cannot hold them (top_p alone on a nearly flat row) do the searches run over the whole row
+(~16-22 passes for top_p alone). Every token with ``key > t`` survives; the tokens
 *tied* at ``t`` survive in ascending id order while ``W(key > t) + W(ties with smaller id) <
 target`` (one more pass with a prefix sum), so ties go to the lower id and exactly ``k`` tokens
 survive (S7), and the top_p walk stops at the first failure (S8). A survivor is then
@@ -217,15 +221,16 @@ def _sample_kernel(
 
     Grid ``(B,)``. Passes over the row (``V`` = 131072: 512 KiB of float32 each):
       1. read logits (+ bias, prompt mask, counts, allowed), write z, keep max and argmax (S4);
-      2. top_k (only if ``0 < k < #survivors``): 1 count pass, <= 32 search passes, 1 tie pass;
-      3. top_p (only if ``p < 1``): the same with mass instead of counts;
-      4. total mass of the survivors, then the prefix-sum draw (S9) in ascending id order.
-    Memory traffic: the inputs once from HBM (4 B/token of logits, 4 of bias, 1 of prompt mask,
-    4 of counts, 1 of mask, each only if present) and 4 B/token of z written, then 4 B/token per
-    pass, mostly from L2 (the batch's rows are spread over the SMs, one program each). A plain
-    draw is 2 more passes; top_k = 50 adds ~13, top_p = 0.9 after it ~10 (search passes above).
-    So the bound is the per-SM L2 read rate times ~25 passes, not HBM bandwidth: latency-bound
-    at batch 1 (one SM works), throughput-bound once the batch fills the SMs.
+      2. the candidate histogram of ``y`` (S5, S6 on the fly), the survivors' count and mass;
+      3. compaction of the candidates into a buffer of ``CAP`` (ids ascending), when it holds
+         what S7..S9 keep; then top_k, top_p (search + tie pass each) and the draw (mass +
+         prefix) on the buffer, ``CAP`` entries at most, from L1/L2.
+    Otherwise S7..S9 run over the row: 1 + <= 32 + 1 passes per stage, 2 for the draw. With
+    ``WRITE_PROBS``, one more row pass writes the distribution. ``passes[b]`` records the row and
+    buffer passes made (instrumentation for the tests). Memory traffic: the inputs once from HBM
+    (4 B/token of logits, 4 of bias, 1 of prompt mask, 4 of counts, 1 of mask, each only if
+    present), 4 B/token of z written, then 4 B/token per further row pass, mostly from L2:
+    latency-bound at batch 1 (one SM works), throughput-bound once the batch fills the SMs.
     Token -1 marks a row where every logit is -inf after S3, -2 one with a NaN or +inf logit
     (before the mask or after S3): errors, the launcher raises ``SamplingError``.
     """
