@@ -367,7 +367,9 @@ class Transformer(nn.Module):
             cached=kv is not None,
             window=self.args.sliding_window,
         )
-        return self._forward(tokens, batch, kv, last_only, rope_len=limit)
+        # The rope table spans the context in use: the cache, or this call's positions without one
+        # (dynamic NTK scales for it, as transformers does for a forward over L positions).
+        return self._forward(tokens, batch, kv, last_only, rope_len=kv.max_len if kv is not None else end)
 
     @torch.inference_mode()
     def decode_step(self, tokens: torch.Tensor, start: torch.Tensor, cache: KVCache) -> torch.Tensor:
