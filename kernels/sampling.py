@@ -305,68 +305,48 @@ def _sample_kernel(
             row_passes += 1
             if p_on & ~k_on:  # top_p alone: the buffer must hold the mass it keeps
                 use_buffer = mass_c.to(tl.float64) >= p * total.to(tl.float64)
-        if use_buffer:
-            # S7..S9 on the buffer: the same cuts and draw as on the row, with buffer positions
-            # as ids (the buffer is in ascending id order, so ties still go to the lower id).
-            zb = cand_z + b * CAP
-            k_key, k_id, p_key, p_id = KEY_OFF, 0, KEY_OFF, 0
-            if k_on:  # S7
-                _n, lo, _unused = _weigh(
-                    zb, n_cand, KEY_NEG_INF, False, zmax, temp, floor, k_key, k_id, p_key, p_id, BLOCK_V
-                )  # fmt: skip
-                k_key, k_id, n_pass = _cut(
-                    zb, n_cand, k.to(tl.float64), False, lo, zmax, temp, floor,
-                    k_key, k_id, p_key, p_id, BLOCK_V,
-                )  # fmt: skip
-                buffer_passes += 1 + n_pass
-            if p_on:  # S8, on the survivors of S7 (all in the buffer)
-                use_mass = p > 0.0
-                z_k, lo, _unused = _weigh(
-                    zb, n_cand, KEY_NEG_INF, use_mass, zmax, temp, floor, k_key, k_id, p_key, p_id,
-                    BLOCK_V,
-                )  # fmt: skip
-                target = tl.where(use_mass, p * tl.where(k_on, z_k, total).to(tl.float64), 1.0)
-                p_key, p_id, n_pass = _cut(
-                    zb, n_cand, target, use_mass, lo, zmax, temp, floor, k_key, k_id, p_key, p_id,
-                    BLOCK_V,
-                )  # fmt: skip
-                buffer_passes += 1 + n_pass
-            idx, mass, nb = _draw(
-                zb, n_cand, tl.load(u + b), zmax, temp, floor, k_key, k_id, p_key, p_id, BLOCK_V
+        # S7..S9 on the buffer (positions ascend with ids, so ties still go to the lower id) or,
+        # when it cannot hold what they keep, on the whole row: the same searches either way.
+        src = tl.where(use_buffer, cand_z + b * CAP, z_row)
+        n_src = tl.where(use_buffer, n_cand, V)
+        k_key, k_id, p_key, p_id = KEY_OFF, 0, KEY_OFF, 0
+        n_pass = 0
+        if k_on:  # S7
+            _n, lo, _unused = _weigh(
+                src, n_src, KEY_NEG_INF, False, zmax, temp, floor, k_key, k_id, p_key, p_id, BLOCK_V
             )  # fmt: skip
-            buffer_passes += nb
-            token = tl.load(cand_id + b * CAP + idx)
+            k_key, k_id, n_cut = _cut(
+                src, n_src, k.to(tl.float64), False, lo, zmax, temp, floor,
+                k_key, k_id, p_key, p_id, BLOCK_V,
+            )  # fmt: skip
+            n_pass += 1 + n_cut
+        if p_on:  # S8 on the survivors of S7 (p == 0 keeps the top token: a top-1 count cut)
+            use_mass = p > 0.0
+            z_k, lo, _unused = _weigh(
+                src, n_src, KEY_NEG_INF, use_mass, zmax, temp, floor, k_key, k_id, p_key, p_id,
+                BLOCK_V,
+            )  # fmt: skip
+            # Top_p alone on the buffer: its mass is the row's (the buffer holds a prefix only).
+            z_k = tl.where(use_buffer & ~k_on & use_mass, total, z_k)
+            target = tl.where(use_mass, p * z_k.to(tl.float64), 1.0)
+            p_key, p_id, n_cut = _cut(
+                src, n_src, target, use_mass, lo, zmax, temp, floor, k_key, k_id, p_key, p_id,
+                BLOCK_V,
+            )  # fmt: skip
+            n_pass += 1 + n_cut
+        token, mass, n_draw = _draw(
+            src, n_src, tl.load(u + b), zmax, temp, floor, k_key, k_id, p_key, p_id, BLOCK_V
+        )  # fmt: skip
+        n_pass += n_draw
+        if use_buffer:
+            buffer_passes += n_pass
+            token = tl.load(cand_id + b * CAP + token)
             # The cuts in row ids (for the probabilities): the buffer position of the last tie
             # kept becomes its id; -1 keeps no tie, ID_BIG - 1 every tie.
             k_id = _row_id(cand_id + b * CAP, k_id, n_cand)
             p_id = _row_id(cand_id + b * CAP, p_id, n_cand)
-        else:  # the whole row: a binary search over it per stage (top_p alone on a flat row)
-            k_key, k_id, p_key, p_id = KEY_OFF, 0, KEY_OFF, 0
-            if k_on:  # S7
-                _n, lo, _unused = _weigh(
-                    z_row, V, KEY_NEG_INF, False, zmax, temp, floor, k_key, k_id, p_key, p_id, BLOCK_V
-                )  # fmt: skip
-                k_key, k_id, n_pass = _cut(
-                    z_row, V, k.to(tl.float64), False, lo, zmax, temp, floor,
-                    k_key, k_id, p_key, p_id, BLOCK_V,
-                )  # fmt: skip
-                row_passes += 1 + n_pass
-            if p_on:  # S8 (p == 0 keeps the top token: a top-1 count cut)
-                use_mass = p > 0.0
-                z_k, lo, _unused = _weigh(
-                    z_row, V, KEY_NEG_INF, use_mass, zmax, temp, floor, k_key, k_id, p_key, p_id,
-                    BLOCK_V,
-                )  # fmt: skip
-                target = tl.where(use_mass, p * z_k.to(tl.float64), 1.0)
-                p_key, p_id, n_pass = _cut(
-                    z_row, V, target, use_mass, lo, zmax, temp, floor, k_key, k_id, p_key, p_id,
-                    BLOCK_V,
-                )  # fmt: skip
-                row_passes += 1 + n_pass
-            token, mass, nb = _draw(
-                z_row, V, tl.load(u + b), zmax, temp, floor, k_key, k_id, p_key, p_id, BLOCK_V
-            )  # fmt: skip
-            row_passes += nb
+        else:
+            row_passes += n_pass
         if WRITE_PROBS:  # the final distribution over the row: q / sum(q) on the survivors
             for start in range(0, V, BLOCK_V):
                 offs, y, _key, keep = _chunk(
