@@ -100,10 +100,10 @@ def _host_ints(x: int | Sequence[int] | torch.Tensor, n: int | None, name: str) 
         if n is None:
             raise ValueError(f"{name} must be a sequence or a tensor")
         return [x] * n
-    values = x.tolist() if torch.is_tensor(x) else list(x)
     if torch.is_tensor(x) and x.dim() != 1:
-        values = None
-    if values is None or (n is not None and len(values) != n):
+        raise ValueError(f"{name} must be an int or one value per row ({n}), got shape {tuple(x.shape)}")
+    values = x.tolist() if torch.is_tensor(x) else list(x)
+    if n is not None and len(values) != n:
         raise ValueError(f"{name} must be an int or one value per row ({n}), got {x!r}")
     return [int(v) for v in values]
 
@@ -141,6 +141,8 @@ class Attention(nn.Module):
         super().__init__()
         self.args = args
         self.backend = backend
+        # Head counts of this module (a tensor-parallel shard holds fewer than args says).
+        self.n_heads, self.n_kv_heads, self.head_dim = args.n_heads, args.n_kv_heads, args.head_dim
         hd = args.head_dim
         self.wq = nn.Linear(args.dim, args.n_heads * hd, bias=False, device=device, dtype=dtype)
         self.wk = nn.Linear(args.dim, args.n_kv_heads * hd, bias=False, device=device, dtype=dtype)
@@ -157,10 +159,10 @@ class Attention(nn.Module):
         q_scale: torch.Tensor | None,
     ) -> torch.Tensor:
         B, T, _ = x.shape
-        a = self.args
-        q = self.wq(x).view(B, T, a.n_heads, a.head_dim)
-        k = self.wk(x).view(B, T, a.n_kv_heads, a.head_dim)
-        v = self.wv(x).view(B, T, a.n_kv_heads, a.head_dim)
+        H, Hkv, D = self.n_heads, self.n_kv_heads, self.head_dim
+        q = self.wq(x).view(B, T, H, D)
+        k = self.wk(x).view(B, T, Hkv, D)
+        v = self.wv(x).view(B, T, Hkv, D)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if q_scale is not None:
             q = (q.float() * q_scale[:, :, None, None]).type_as(q)
@@ -181,7 +183,7 @@ class Attention(nn.Module):
             if cache is not None:
                 k, v = _read_cache(cache, p)  # keys of positions 0..kv_len-1
             out = self._attend(q, k, v, p.mask)
-        return self.wo(out.transpose(1, 2).reshape(B, T, a.n_heads * a.head_dim))
+        return self.wo(out.transpose(1, 2).reshape(B, T, H * D))
 
     def _attend(self, q, k, v, mask: torch.Tensor | None) -> torch.Tensor:
         """softmax(q k^T / sqrt(D) + causal mask) v, with the GQA group folded into the query axis."""
