@@ -95,12 +95,18 @@ def test_a_nan_left_in_a_reused_row_does_not_poison_a_shorter_sequence(model, to
 def test_the_capturable_step_in_the_engine_gives_the_same_tokens(model, tok):
     # cuda_graph=True on a CPU runs the same capturable decode_step uncaptured: every row, fixed
     # shapes, positions on the device. Same greedy tokens as the ordinary path.
-    specs = [(prompt(6, 7), 5), (prompt(11, 8), 7)]
+    # A third request arrives while the others decode: its prefilled row must not be disturbed by
+    # the step that runs every row.
+    specs = [(prompt(6, 7), 5), (prompt(11, 8), 7), (prompt(3, 9), 4)]
     outs = []
     for graph in (False, True):
         engine = Engine(model, max_batch=3, max_len=32, cuda_graph=graph)
-        reqs = [submit(engine, tok, ids, n) for ids, n in specs]
+        reqs = [submit(engine, tok, ids, n) for ids, n in specs[:2]]
+        engine.step()
+        engine.step()
+        reqs.append(submit(engine, tok, *specs[2]))
         while not all(r.finished for r in reqs):
             engine.step()
         outs.append([r.sequences[0].output for r in reqs])
     assert outs[0] == outs[1]
+    assert outs[1][2] == alone(model, tok, *specs[2])
