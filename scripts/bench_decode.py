@@ -177,12 +177,12 @@ def main(argv: list[str] | None = None) -> int:
     last = max(contexts)
     view = next(x for x in results if x["mode"] == "view" and x["context"] == last)
     gathered = next(x for x in results if x["mode"] == "gathered" and x["context"] == last)
-    met = "met" if view["ratio_bw"] <= 1.15 else "NOT met"
+    met = "met" if view["ratio"] <= 1.15 else "NOT met"
     verdict = (
-        f"At context {last}: the in-place step takes {view['ratio_bw']:.2f}x what reading its KV once "
-        f"at the measured read bandwidth predicts (target <= 1.15: {met}), {view['ratio']:.2f}x the "
-        f"proportional bytes model. The gathered copy: {gathered['ratio_bw']:.2f}x, "
-        f"{gathered['min_ms'] / view['min_ms']:.2f}x the in-place step."
+        f"At context {last}: the in-place step is {view['ratio']:.2f}x the bytes model (issue 12's target "
+        f"<= 1.15: {met}); the gathered copy {gathered['ratio']:.2f}x, {gathered['min_ms'] / view['min_ms']:.2f}x "
+        f"the in-place step. Against the stricter model (the keys read at the measured read bandwidth): "
+        f"{view['ratio_bw']:.2f}x in place, {gathered['ratio_bw']:.2f}x gathered."
     )
     print(verdict)
     report = {
