@@ -10,9 +10,13 @@ integer order is the float order. "Keep the first ``k`` tokens in rank order" (S
 ranks while the mass before them is ``< p``" (S8) are the same question: find the largest key
 ``t`` with ``W(key >= t) >= target``, where ``W`` counts tokens (target ``k``) or sums their
 ``exp(y)`` (target ``p * Z``). A binary search over the key range answers it, each step one
-pass over the row, snapping the bounds to keys that exist so it stops as soon as one value is
-left (at most 32 passes; on random 131072-token rows ~11 for top_k = 50, ~8 more for
-top_p = 0.9 after it, ~16-22 for top_p alone). Every token with ``key > t`` survives; the tokens
+pass over its input, snapping the bounds to keys that exist so it stops as soon as one value is
+left (at most 32 steps). Its input is a small buffer, not the row: a histogram pass over the row
+finds the top buckets of ``y`` that hold what the stages keep (top_k's k tokens, or top_p's mass)
+within 4096 candidates, a compaction pass copies them out in id order, and the searches and the
+draw run there (FlashInfer's and vLLM's samplers compact candidates the same way). Only when the
+buffer cannot hold them (top_p alone on a nearly flat row) do the searches run over the whole row
+(~16-22 passes for top_p alone). Every token with ``key > t`` survives; the tokens
 *tied* at ``t`` survive in ascending id order while ``W(key > t) + W(ties with smaller id) <
 target`` (one more pass with a prefix sum), so ties go to the lower id and exactly ``k`` tokens
 survive (S7), and the top_p walk stops at the first failure (S8). A survivor is then
@@ -36,6 +40,7 @@ from typing import TYPE_CHECKING
 import torch
 import triton
 import triton.language as tl
+from nemo_ref.kernels import Launch
 
 from nemo_ref.sampling.reference import SampleResult, SamplingError
 from nemo_ref.sampling.rng import uniform
@@ -46,10 +51,14 @@ if TYPE_CHECKING:
 KEY_NEG_INF: tl.constexpr = tl.constexpr(-2139095041)  # _ordered_key(-inf)
 KEY_OFF: tl.constexpr = tl.constexpr(-(2**31))  # a threshold below every key: stage disabled
 ID_BIG: tl.constexpr = tl.constexpr(2**31 - 1)
+BUCKETS_PER_UNIT: tl.constexpr = tl.constexpr(8.0)  # candidate histogram: buckets of y per unit
+TOKEN_NAN: tl.constexpr = tl.constexpr(-2)  # a row with a NaN or +inf logit (-1: nothing finite)
 FLOAT_MAX = 3.4028234663852886e38  # min_p off: the floor -FLT_MAX drops only -inf
 
-DEFAULT_BLOCK_V = 4096
-DEFAULT_NUM_WARPS = 16
+DEFAULT_BLOCK_V = 2048
+DEFAULT_NUM_WARPS = 4
+CANDIDATES = 4096  # the candidate buffer: S7..S9 run on it when it holds what they keep
+N_BUCKETS = 256  # candidate histogram: 32 units of y below the maximum, 8 buckets per unit
 
 
 @triton.jit
@@ -109,7 +118,9 @@ def _cut(
     """
     hi = 0
     w_above = 0.0
+    passes = 1  # the tie pass below
     while lo < hi:
+        passes += 1
         mid = lo + (hi - lo + 1) // 2
         w_ge, min_ge, max_lt = _weigh(
             z_row, V, mid, use_mass, zmax, temp, floor, k_key, k_id, p_key, p_id, BLOCK_V
@@ -128,7 +139,46 @@ def _cut(
         before = run + tl.cumsum(w, 0) - w
         first_cut = tl.minimum(first_cut, tl.min(tl.where(tie & (before >= target), offs, ID_BIG)))
         run += tl.sum(w)
-    return t, first_cut - 1
+    return t, first_cut - 1, passes
+
+
+@triton.jit
+def _bucket(y, N_BUCKETS: tl.constexpr):
+    """Bucket of ``y <= 0`` for the candidate histogram: ``floor(-y * BUCKETS_PER_UNIT)``, the
+    last bucket holding everything below ``-N_BUCKETS / BUCKETS_PER_UNIT``."""
+    return tl.minimum(-y * BUCKETS_PER_UNIT, N_BUCKETS - 1.0).to(tl.int32)
+
+
+@triton.jit
+def _draw(z_row, V, u, zmax, temp, floor, k_key, k_id, p_key, p_id, BLOCK_V: tl.constexpr):
+    """S9: (position of the token, total mass of the survivors, passes made).
+
+    The mass pass, then the prefix-sum pass in ascending id order: the token is the smallest
+    position with ``prefix > u * mass`` (the last survivor if rounding leaves none).
+    """
+    mass, _unused_min, _unused_max = _weigh(
+        z_row, V, KEY_NEG_INF, True, zmax, temp, floor, k_key, k_id, p_key, p_id, BLOCK_V
+    )
+    target = u * mass.to(tl.float64)
+    run = 0.0
+    token = ID_BIG
+    last = -1
+    for start in range(0, V, BLOCK_V):
+        offs, y, _key, keep = _chunk(z_row, start, V, zmax, temp, floor, k_key, k_id, p_key, p_id, BLOCK_V)
+        q = tl.where(keep, tl.exp(y), 0.0)
+        prefix = run + tl.cumsum(q, 0)
+        token = tl.minimum(token, tl.min(tl.where(keep & (prefix > target), offs, ID_BIG)))
+        last = tl.maximum(last, tl.max(tl.where(keep, offs, -1)))
+        run += tl.sum(q)
+    token = tl.where(token == ID_BIG, last, token)  # rounding: u * mass >= every prefix
+    return token, mass, 2
+
+
+@triton.jit
+def _row_id(ids, cut, n):
+    """A tie cut given as a buffer position, as a row id (buffer positions ascend with ids)."""
+    row_id = tl.load(ids + tl.minimum(tl.maximum(cut, 0), n - 1))
+    return tl.where(cut < 0, -1, tl.where(cut >= n, ID_BIG - 1, row_id))
 
 
 @triton.jit
@@ -136,9 +186,14 @@ def _penalized_logits(
     logits_row, bias_row, prompt_row, counts_row, allowed_row, offs, V, rep, pres, freq,
     HAS_BIAS: tl.constexpr, HAS_PENALTIES: tl.constexpr, HAS_ALLOWED: tl.constexpr,
 ):  # fmt: skip
-    """S0..S3 for one chunk: grammar mask, logit bias, repetition, presence and frequency."""
+    """S0..S3 for one chunk: grammar mask, logit bias, repetition, presence and frequency.
+
+    Also how many logits are NaN or +inf, before the mask or after S3: the spec's SamplingError.
+    Counted explicitly because the GPU's min/max drop NaN where the interpreter propagates it.
+    """
     in_vocab = offs < V
     z = tl.load(logits_row + offs, mask=in_vocab, other=float("-inf")).to(tl.float32)
+    bad = (z != z) | (z == float("inf"))
     if HAS_ALLOWED:
         z = tl.where(tl.load(allowed_row + offs, mask=in_vocab, other=0) != 0, z, float("-inf"))
     if HAS_BIAS:
@@ -148,32 +203,36 @@ def _penalized_logits(
         seen = (tl.load(prompt_row + offs, mask=in_vocab, other=0) != 0) | (count > 0)
         z = tl.where(seen, tl.where(z > 0, z / rep, z * rep), z)
         z -= count.to(tl.float32) * freq + tl.where(count > 0, pres, 0.0)
-    return z
+    if HAS_BIAS or HAS_PENALTIES:
+        bad |= z == float("inf")
+    return z, tl.sum(bad.to(tl.int32))
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["V"])  # V % 16 == 0 specialised, the logits-only variant spills
 def _sample_kernel(
     logits, bias, prompt_mask, counts, allowed,
     temperature, top_p, top_k, min_p_floor, u, rep_penalty, pres_penalty, freq_penalty,
-    z_buf, probs, tokens, V,
+    z_buf, probs, tokens, cand_z, cand_id, passes, V,
     stride_logits, stride_bias, stride_prompt, stride_counts, stride_allowed, stride_z, stride_p,
     HAS_BIAS: tl.constexpr, HAS_PENALTIES: tl.constexpr, HAS_ALLOWED: tl.constexpr,
-    WRITE_PROBS: tl.constexpr, BLOCK_V: tl.constexpr,
+    WRITE_PROBS: tl.constexpr, BLOCK_V: tl.constexpr, CAP: tl.constexpr, N_BUCKETS: tl.constexpr,
 ):  # fmt: skip
     """One row: S0..S3 into a float32 scratch row, then S4 or S5..S9, then the draw.
 
     Grid ``(B,)``. Passes over the row (``V`` = 131072: 512 KiB of float32 each):
       1. read logits (+ bias, prompt mask, counts, allowed), write z, keep max and argmax (S4);
-      2. top_k (only if ``0 < k < #survivors``): 1 count pass, <= 32 search passes, 1 tie pass;
-      3. top_p (only if ``p < 1``): the same with mass instead of counts;
-      4. total mass of the survivors, then the prefix-sum draw (S9) in ascending id order.
-    Memory traffic: the inputs once from HBM (4 B/token of logits, 4 of bias, 1 of prompt mask,
-    4 of counts, 1 of mask, each only if present) and 4 B/token of z written, then 4 B/token per
-    pass, mostly from L2 (the batch's rows are spread over the SMs, one program each). A plain
-    draw is 2 more passes; top_k = 50 adds ~13, top_p = 0.9 after it ~10 (search passes above).
-    So the bound is the per-SM L2 read rate times ~25 passes, not HBM bandwidth: latency-bound
-    at batch 1 (one SM works), throughput-bound once the batch fills the SMs.
-    Token -1 marks a row where every logit is -inf after S3 (an error: the launcher raises).
+      2. the candidate histogram of ``y`` (S5, S6 on the fly), the survivors' count and mass;
+      3. compaction of the candidates into a buffer of ``CAP`` (ids ascending), when it holds
+         what S7..S9 keep; then top_k, top_p (search + tie pass each) and the draw (mass +
+         prefix) on the buffer, ``CAP`` entries at most, from L1/L2.
+    Otherwise S7..S9 run over the row: 1 + <= 32 + 1 passes per stage, 2 for the draw. With
+    ``WRITE_PROBS``, one more row pass writes the distribution. ``passes[b]`` records the row and
+    buffer passes made (instrumentation for the tests). Memory traffic: the inputs once from HBM
+    (4 B/token of logits, 4 of bias, 1 of prompt mask, 4 of counts, 1 of mask, each only if
+    present), 4 B/token of z written, then 4 B/token per further row pass, mostly from L2:
+    latency-bound at batch 1 (one SM works), throughput-bound once the batch fills the SMs.
+    Token -1 marks a row where every logit is -inf after S3, -2 one with a NaN or +inf logit
+    (before the mask or after S3): errors, the launcher raises ``SamplingError``.
     """
     b = tl.program_id(0).to(tl.int64)  # b * V exceeds 2**31 past batch 16383
     z_row = z_buf + b * stride_z
@@ -183,13 +242,15 @@ def _sample_kernel(
 
     zmax = float("-inf")
     argmax = -1
+    n_bad = 0
     for start in range(0, V, BLOCK_V):
         offs = start + tl.arange(0, BLOCK_V)
-        z = _penalized_logits(
+        z, chunk_bad = _penalized_logits(
             logits + b * stride_logits, bias + b * stride_bias, prompt_mask + b * stride_prompt,
             counts + b * stride_counts, allowed + b * stride_allowed, offs, V, rep, pres, freq,
             HAS_BIAS, HAS_PENALTIES, HAS_ALLOWED,
         )  # fmt: skip
+        n_bad += chunk_bad
         tl.store(z_row + offs, z, mask=offs < V)
         chunk_max = tl.max(z)
         chunk_arg = tl.min(tl.where(z == chunk_max, offs, ID_BIG))
@@ -198,60 +259,110 @@ def _sample_kernel(
 
     temp = tl.load(temperature + b)
     token = argmax  # S4 (T == 0), or -1 when nothing is finite
-    if (temp > 0) & (zmax > float("-inf")):
+    row_passes = 1
+    buffer_passes = 0
+    if (temp > 0) & (zmax > float("-inf")) & (n_bad == 0):
         floor = tl.load(min_p_floor + b)
         k = tl.load(top_k + b)
         p = tl.load(top_p + b)
-        k_key = KEY_OFF
-        k_id = 0
-        p_key = KEY_OFF
-        p_id = 0
-        if k > 0:  # S7
-            n, lo, _unused = _weigh(
-                z_row, V, KEY_NEG_INF, False, zmax, temp, floor, k_key, k_id, p_key, p_id, BLOCK_V
-            )
-            if k < n:
-                k_key, k_id = _cut(
-                    z_row, V, k.to(tl.float64), False, lo, zmax, temp, floor,
-                    k_key, k_id, p_key, p_id, BLOCK_V,
-                )  # fmt: skip
-        if p < 1.0:  # S8 (p == 0 keeps the top token: a top-1 count cut)
-            use_mass = p > 0.0
-            total, lo, _unused = _weigh(
-                z_row, V, KEY_NEG_INF, use_mass, zmax, temp, floor, k_key, k_id, p_key, p_id,
-                BLOCK_V,
-            )  # fmt: skip
-            target = tl.where(use_mass, p * total.to(tl.float64), 1.0)
-            p_key, p_id = _cut(
-                z_row, V, target, use_mass, lo, zmax, temp, floor, k_key, k_id, p_key, p_id,
-                BLOCK_V,
-            )  # fmt: skip
-        # S9: q = softmax over survivors; token = smallest id with prefix(q) > u * sum(q).
-        mass, _unused_min, _unused_max = _weigh(
-            z_row, V, KEY_NEG_INF, True, zmax, temp, floor, k_key, k_id, p_key, p_id, BLOCK_V
-        )
-        target = tl.load(u + b) * mass.to(tl.float64)
-        run = 0.0
-        token = ID_BIG
-        last = -1
+        # Pass 2: survivors of S6 per bucket of y (width 1 / BUCKETS_PER_UNIT, the top first),
+        # their count and total mass.
+        hist = tl.zeros([N_BUCKETS], tl.int32)
+        n = 0
+        total = 0.0
         for start in range(0, V, BLOCK_V):
-            offs, y, _key, keep = _chunk(
-                z_row, start, V, zmax, temp, floor, k_key, k_id, p_key, p_id, BLOCK_V
-            )
-            q = tl.where(keep, tl.exp(y), 0.0)
-            prefix = run + tl.cumsum(q, 0)
-            token = tl.minimum(token, tl.min(tl.where(keep & (prefix > target), offs, ID_BIG)))
-            last = tl.maximum(last, tl.max(tl.where(keep, offs, -1)))
-            run += tl.sum(q)
-            if WRITE_PROBS:
-                tl.store(probs + b * stride_p + offs, q / mass, mask=offs < V)
-        token = tl.where(token == ID_BIG, last, token)  # rounding: u * sum(q) >= every prefix
-    elif WRITE_PROBS:  # greedy: one-hot; nothing finite: NaN
+            offs = start + tl.arange(0, BLOCK_V)
+            z = tl.load(z_row + offs, mask=offs < V, other=float("-inf"))
+            y = tl.math.div_rn(z - zmax, temp)
+            alive = (offs < V) & (y >= floor)
+            hist += tl.histogram(_bucket(y, N_BUCKETS), N_BUCKETS, mask=alive)
+            n += tl.sum(alive.to(tl.int32))
+            total += tl.sum(tl.where(alive, tl.exp(y), 0.0))
+        row_passes += 1
+        k_on = (k > 0) & (k < n)
+        p_on = p < 1.0
+        # The most top buckets whose tokens fit the candidate buffer. It must hold every token
+        # top_k keeps (k of them), or every survivor when nothing truncates; for top_p alone, the
+        # compaction pass checks that it holds the mass top_p keeps.
+        cum = tl.cumsum(hist, 0)
+        fits = cum <= CAP
+        n_fit = tl.sum(fits.to(tl.int32))
+        n_cand = tl.max(tl.where(fits, cum, 0))
+        use_buffer = tl.where(k_on, n_cand >= k, tl.where(p_on, n_cand > 0, n_fit == N_BUCKETS))
+        mass_c = 0.0
+        if use_buffer:  # Pass 3: compact the candidates (ids ascending) into the buffer
+            run = 0
+            for start in range(0, V, BLOCK_V):
+                offs = start + tl.arange(0, BLOCK_V)
+                z = tl.load(z_row + offs, mask=offs < V, other=float("-inf"))
+                y = tl.math.div_rn(z - zmax, temp)
+                keep = (offs < V) & (y >= floor) & (_bucket(y, N_BUCKETS) < n_fit)
+                slot = run + tl.cumsum(keep.to(tl.int32), 0) - 1
+                tl.store(cand_z + b * CAP + slot, z, mask=keep)
+                tl.store(cand_id + b * CAP + slot, offs, mask=keep)
+                run += tl.sum(keep.to(tl.int32))
+                mass_c += tl.sum(tl.where(keep, tl.exp(y), 0.0))
+            row_passes += 1
+            if p_on & ~k_on:  # top_p alone: the buffer must hold the mass it keeps
+                use_buffer = mass_c.to(tl.float64) >= p * total.to(tl.float64)
+        # S7..S9 on the buffer (positions ascend with ids, so ties still go to the lower id) or,
+        # when it cannot hold what they keep, on the whole row: the same searches either way.
+        src = tl.where(use_buffer, cand_z + b * CAP, z_row)
+        n_src = tl.where(use_buffer, n_cand, V)
+        k_key, k_id, p_key, p_id = KEY_OFF, 0, KEY_OFF, 0
+        n_pass = 0
+        if k_on:  # S7
+            _n, lo, _unused = _weigh(
+                src, n_src, KEY_NEG_INF, False, zmax, temp, floor, k_key, k_id, p_key, p_id, BLOCK_V
+            )  # fmt: skip
+            k_key, k_id, n_cut = _cut(
+                src, n_src, k.to(tl.float64), False, lo, zmax, temp, floor,
+                k_key, k_id, p_key, p_id, BLOCK_V,
+            )  # fmt: skip
+            n_pass += 1 + n_cut
+        if p_on:  # S8 on the survivors of S7 (p == 0 keeps the top token: a top-1 count cut)
+            use_mass = p > 0.0
+            z_k, lo, _unused = _weigh(
+                src, n_src, KEY_NEG_INF, use_mass, zmax, temp, floor, k_key, k_id, p_key, p_id,
+                BLOCK_V,
+            )  # fmt: skip
+            # Top_p alone on the buffer: its mass is the row's (the buffer holds a prefix only).
+            z_k = tl.where(use_buffer & ~k_on & use_mass, total, z_k)
+            target = tl.where(use_mass, p * z_k.to(tl.float64), 1.0)
+            p_key, p_id, n_cut = _cut(
+                src, n_src, target, use_mass, lo, zmax, temp, floor, k_key, k_id, p_key, p_id,
+                BLOCK_V,
+            )  # fmt: skip
+            n_pass += 1 + n_cut
+        token, mass, n_draw = _draw(
+            src, n_src, tl.load(u + b), zmax, temp, floor, k_key, k_id, p_key, p_id, BLOCK_V
+        )  # fmt: skip
+        n_pass += n_draw
+        if use_buffer:
+            buffer_passes += n_pass
+            token = tl.load(cand_id + b * CAP + token)
+            # The cuts in row ids (for the probabilities): the buffer position of the last tie
+            # kept becomes its id; -1 keeps no tie, ID_BIG - 1 every tie.
+            k_id = _row_id(cand_id + b * CAP, k_id, n_cand)
+            p_id = _row_id(cand_id + b * CAP, p_id, n_cand)
+        else:
+            row_passes += n_pass
+        if WRITE_PROBS:  # the final distribution over the row: q / sum(q) on the survivors
+            for start in range(0, V, BLOCK_V):
+                offs, y, _key, keep = _chunk(
+                    z_row, start, V, zmax, temp, floor, k_key, k_id, p_key, p_id, BLOCK_V
+                )  # fmt: skip
+                tl.store(probs + b * stride_p + offs, tl.where(keep, tl.exp(y), 0.0) / mass, mask=offs < V)
+            row_passes += 1
+    elif WRITE_PROBS:  # greedy: one-hot; nothing finite, NaN or +inf: NaN
         for start in range(0, V, BLOCK_V):
             offs = start + tl.arange(0, BLOCK_V)
             one_hot = tl.where(offs == argmax, 1.0, 0.0)
-            one_hot = tl.where(argmax >= 0, one_hot, float("nan"))
+            one_hot = tl.where((argmax >= 0) & (n_bad == 0), one_hot, float("nan"))
             tl.store(probs + b * stride_p + offs, one_hot, mask=offs < V)
+    tl.store(passes + b * 2, row_passes)
+    tl.store(passes + b * 2 + 1, buffer_passes)
+    token = tl.where(n_bad > 0, TOKEN_NAN, token)
     tl.store(tokens + b, token.to(tl.int64))
 
 
@@ -260,12 +371,15 @@ def _per_row(x: float | int | torch.Tensor, B: int, dtype: torch.dtype, device) 
     return t.expand(B).contiguous() if t.dim() == 0 else t.contiguous()
 
 
-def _run_sampler(
+def sampler_launch(
     logits: torch.Tensor, u: torch.Tensor | float, write_probs: bool, *, temperature, top_p, top_k,
-    min_p, repetition_penalty, presence_penalty, frequency_penalty, logit_bias, prompt_mask,
-    output_counts, allowed, block_v: int, num_warps: int, check: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:  # fmt: skip
-    """Launch ``_sample_kernel``: (tokens, probabilities or None, logits after S3)."""
+    min_p, repetition_penalty=None, presence_penalty=None, frequency_penalty=None, logit_bias=None,
+    prompt_mask=None, output_counts=None, allowed=None, block_v: int = DEFAULT_BLOCK_V,
+    num_warps: int = DEFAULT_NUM_WARPS, candidates: int = CANDIDATES,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor, Launch]:  # fmt: skip
+    """The outputs (tokens, probabilities or None, logits after S3, passes ``[B, 2]``: passes
+    over the row and over the candidate buffer) and the launch of ``_sample_kernel``, checked and
+    not run (``_compile`` compiles exactly this launch)."""
     if logits.dim() != 2:
         raise ValueError(f"logits must be [B, V], got {tuple(logits.shape)}")
     B, V = logits.shape
@@ -299,27 +413,47 @@ def _run_sampler(
     z_buf = torch.empty((B, V), device=dev, dtype=f32)
     probs = torch.empty((B, V), device=dev, dtype=f32) if write_probs else z_buf
     tokens = torch.empty(B, device=dev, dtype=torch.int64)
-    _sample_kernel[(B,)](
-        logits, bias_t, prompt_t, counts_t, allowed_t,
-        _per_row(temperature, B, f32, dev), _per_row(top_p, B, torch.float64, dev),
-        _per_row(top_k, B, torch.int32, dev), floor, _per_row(u, B, torch.float64, dev), *pen,
-        z_buf, probs, tokens, V,
-        logits.stride(0), bias_t.stride(0), prompt_t.stride(0), counts_t.stride(0),
-        allowed_t.stride(0), z_buf.stride(0), probs.stride(0),
-        HAS_BIAS=logit_bias is not None, HAS_PENALTIES=has_pen, HAS_ALLOWED=allowed is not None,
-        WRITE_PROBS=write_probs, BLOCK_V=block_v, num_warps=num_warps,
+    cand_z = torch.empty((B, candidates), device=dev, dtype=f32)
+    cand_id = torch.empty((B, candidates), device=dev, dtype=torch.int32)
+    passes = torch.empty((B, 2), device=dev, dtype=torch.int32)
+    launch = Launch(
+        _sample_kernel,
+        (B,),
+        (
+            logits, bias_t, prompt_t, counts_t, allowed_t,
+            _per_row(temperature, B, f32, dev), _per_row(top_p, B, torch.float64, dev),
+            _per_row(top_k, B, torch.int32, dev), floor, _per_row(u, B, torch.float64, dev), *pen,
+            z_buf, probs, tokens, cand_z, cand_id, passes, V,
+            logits.stride(0), bias_t.stride(0), prompt_t.stride(0), counts_t.stride(0),
+            allowed_t.stride(0), z_buf.stride(0), probs.stride(0),
+        ),
+        dict(HAS_BIAS=logit_bias is not None, HAS_PENALTIES=has_pen, HAS_ALLOWED=allowed is not None,
+             WRITE_PROBS=write_probs, BLOCK_V=block_v, CAP=candidates, N_BUCKETS=N_BUCKETS,
+             num_warps=num_warps),
     )  # fmt: skip
+    return tokens, (probs if write_probs else None), z_buf, passes, launch
+
+
+def _run_sampler(
+    logits: torch.Tensor, u: torch.Tensor | float, write_probs: bool, *, check: bool = True, **kwargs
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """Launch ``_sample_kernel``: (tokens, probabilities or None, logits after S3)."""
+    tokens, probs, z_buf, _passes, launch = sampler_launch(logits, u, write_probs, **kwargs)
+    launch()
     if check and bool((tokens < 0).any()):
-        bad = (tokens < 0).nonzero().flatten().tolist()
-        raise SamplingError(f"rows {bad}: every token is -inf after masks and penalties")
-    return tokens, (probs if write_probs else None), z_buf
+        nan = (tokens == -2).nonzero().flatten().tolist()
+        if nan:
+            raise SamplingError(f"rows {nan}: logits contain NaN or +inf (or a penalty overflowed to +inf)")
+        dead = (tokens == -1).nonzero().flatten().tolist()
+        raise SamplingError(f"rows {dead}: every token is -inf after masks and penalties")
+    return tokens, probs, z_buf
 
 
 def sample(
     logits: torch.Tensor, *, temperature, top_p, top_k, min_p, u, repetition_penalty=None,
     presence_penalty=None, frequency_penalty=None, logit_bias=None, prompt_mask=None,
     output_counts=None, allowed=None, block_v: int = DEFAULT_BLOCK_V,
-    num_warps: int = DEFAULT_NUM_WARPS, check: bool = True,
+    num_warps: int = DEFAULT_NUM_WARPS, check: bool = True, candidates: int = CANDIDATES,
 ) -> torch.Tensor:  # fmt: skip
     """One token per row (``LongTensor[B]``) following S0..S9.
 
@@ -336,7 +470,7 @@ def sample(
         repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
         frequency_penalty=frequency_penalty, logit_bias=logit_bias, prompt_mask=prompt_mask,
         output_counts=output_counts, allowed=allowed, block_v=block_v, num_warps=num_warps,
-        check=check,
+        check=check, candidates=candidates,
     )  # fmt: skip
     return tokens
 
@@ -345,7 +479,7 @@ def probabilities(
     logits: torch.Tensor, *, temperature, top_p, top_k, min_p, repetition_penalty=None,
     presence_penalty=None, frequency_penalty=None, logit_bias=None, prompt_mask=None,
     output_counts=None, allowed=None, block_v: int = DEFAULT_BLOCK_V,
-    num_warps: int = DEFAULT_NUM_WARPS,
+    num_warps: int = DEFAULT_NUM_WARPS, candidates: int = CANDIDATES,
 ) -> torch.Tensor:  # fmt: skip
     """The final distribution ``[B, V]`` float32 that ``sample`` draws from (one-hot at T = 0)."""
     _, probs, _ = _run_sampler(
@@ -353,12 +487,13 @@ def probabilities(
         repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
         frequency_penalty=frequency_penalty, logit_bias=logit_bias, prompt_mask=prompt_mask,
         output_counts=output_counts, allowed=allowed, block_v=block_v, num_warps=num_warps,
+        candidates=candidates,
     )  # fmt: skip
     assert probs is not None
     return probs
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["top_n"])  # a launch with top_n == 1 would make it a constexpr
 def _raw_logprobs_kernel(
     logits, allowed, logprobs, top_ids, top_values, V, top_n,
     stride_logits, stride_allowed, stride_lp, stride_top,
@@ -371,32 +506,41 @@ def _raw_logprobs_kernel(
     exactly ``top_n`` come back) and a compaction pass that writes the survivors' ids and values
     in ascending id order (the launcher orders them by value). Memory traffic: logits (and mask)
     read twice, logprobs written once, then ~20 reads of the logprobs row for the cut.
+
+    A row with no allowed token, or with a NaN or +inf logit, is written as NaN and gets no top
+    entries (the launcher's -1 / -inf stay): decided by explicit tests, never by how min/max
+    treat NaN (the GPU drops it, the interpreter propagates it).
     """
     b = tl.program_id(0).to(tl.int64)
     m = float("-inf")
     s = 0.0
+    n_bad = 0
     for start in range(0, V, BLOCK_V):
         offs = start + tl.arange(0, BLOCK_V)
-        z = _penalized_logits(
+        z, chunk_bad = _penalized_logits(
             logits + b * stride_logits, logits, logits, logits, allowed + b * stride_allowed,
             offs, V, 1.0, 0.0, 0.0, False, False, HAS_ALLOWED,
         )  # fmt: skip
+        n_bad += chunk_bad
         m_new = tl.maximum(m, tl.max(z))
         s = s * tl.exp(m - m_new) + tl.sum(tl.exp(z - m_new))
         m = m_new
+    defined = (m > float("-inf")) & (n_bad == 0)
     lse = m + tl.log(s)
     lp_row = logprobs + b * stride_lp
     for start in range(0, V, BLOCK_V):
         offs = start + tl.arange(0, BLOCK_V)
-        z = _penalized_logits(
+        z, _unused = _penalized_logits(
             logits + b * stride_logits, logits, logits, logits, allowed + b * stride_allowed,
             offs, V, 1.0, 0.0, 0.0, False, False, HAS_ALLOWED,
         )  # fmt: skip
-        tl.store(lp_row + offs, tl.minimum(z - lse, 0.0), mask=offs < V)
-    if top_n > 0:
+        lp = z - lse
+        lp = tl.where(lp > 0.0, 0.0, lp)  # rounding; not tl.minimum, which drops NaN on a GPU
+        tl.store(lp_row + offs, tl.where(defined, lp, float("nan")), mask=offs < V)
+    if (top_n > 0) & defined:
         floor = float("-inf")  # keep -inf entries: the cut is over the whole vocabulary
         lo = tl.full((), KEY_NEG_INF, tl.int32)
-        t, cut = _cut(
+        t, cut, _unused = _cut(
             lp_row, V, top_n.to(tl.float64), False, lo, 0.0, 1.0, floor,
             KEY_OFF, 0, KEY_OFF, 0, BLOCK_V,
         )  # fmt: skip
@@ -419,7 +563,8 @@ def raw_logprobs(
     ``allowed`` is False; NaN on a row with no allowed token); ``top_ids`` ``[B, top_n]`` int64
     and ``top_logprobs`` ``[B, top_n]`` float32: the ``top_n`` highest entries sorted by logprob
     descending, ties by lower id (``reference.top_entries``). -inf entries are never listed: when
-    fewer than ``top_n`` tokens are allowed, the row ends with id -1 and value -inf.
+    fewer than ``top_n`` tokens are allowed, the row ends with id -1 and value -inf. A row with a
+    NaN or +inf logit is NaN too, with no entries (``sample`` raises ``SamplingError`` there).
     """
     if logits.dim() != 2:
         raise ValueError(f"logits must be [B, V], got {tuple(logits.shape)}")
@@ -428,25 +573,46 @@ def raw_logprobs(
     if top_n < 0:
         raise ValueError(f"top_n must be >= 0, got {top_n}")
     logits = logits if logits.stride(-1) == 1 else logits.contiguous()
-    dev = logits.device
     if allowed is not None:
         if allowed.shape != (B, V):
             raise ValueError(f"allowed must be [B={B}, V={V}], got {tuple(allowed.shape)}")
         allowed = (allowed.view(torch.uint8) if allowed.dtype == torch.bool else allowed).contiguous()
-    allowed_t = logits if allowed is None else allowed
-    logprobs = torch.empty((B, V), device=dev, dtype=torch.float32)
-    ids = torch.empty((B, max(top_n, 1)), device=dev, dtype=torch.int64)
-    values = torch.empty((B, max(top_n, 1)), device=dev, dtype=torch.float32)
-    _raw_logprobs_kernel[(B,)](
-        logits, allowed_t, logprobs, ids, values, V, top_n,
-        logits.stride(0), allowed_t.stride(0), logprobs.stride(0), ids.stride(0),
-        HAS_ALLOWED=allowed is not None, BLOCK_V=block_v, num_warps=num_warps,
-    )  # fmt: skip
+    logprobs, ids, values, launch = raw_logprobs_launch(
+        logits, allowed, top_n, block_v=block_v, num_warps=num_warps
+    )
+    launch()
     ids, values = ids[:, :top_n], values[:, :top_n]
     # The kernel wrote the top_n in id order; a stable sort by value keeps ties in id order.
     values, order = torch.sort(values, dim=1, descending=True, stable=True)
     ids = torch.where(values > float("-inf"), ids.gather(1, order), -1)
     return logprobs, ids, values
+
+
+def raw_logprobs_launch(
+    logits: torch.Tensor,
+    allowed: torch.Tensor | None,
+    top_n: int,
+    *,
+    block_v: int = DEFAULT_BLOCK_V,
+    num_warps: int = DEFAULT_NUM_WARPS,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Launch]:
+    """The outputs and the launch of ``_raw_logprobs_kernel`` (inputs already checked)."""
+    B, V = logits.shape
+    dev = logits.device
+    allowed_t = logits if allowed is None else allowed
+    logprobs = torch.empty((B, V), device=dev, dtype=torch.float32)
+    ids = torch.full((B, max(top_n, 1)), -1, device=dev, dtype=torch.int64)
+    values = torch.full((B, max(top_n, 1)), float("-inf"), device=dev, dtype=torch.float32)
+    launch = Launch(
+        _raw_logprobs_kernel,
+        (B,),
+        (
+            logits, allowed_t, logprobs, ids, values, V, top_n,
+            logits.stride(0), allowed_t.stride(0), logprobs.stride(0), ids.stride(0),
+        ),
+        dict(HAS_ALLOWED=allowed is not None, BLOCK_V=block_v, num_warps=num_warps),
+    )  # fmt: skip
+    return logprobs, ids, values, launch
 
 
 def row_inputs(rows: Sequence[SampleRow], vocab: int, device) -> dict[str, torch.Tensor | None]:

@@ -69,10 +69,18 @@ class ModelArgs:
     # llama_4 query scaling: q *= 1 + beta * ln(1 + floor(pos / original_max)); None = off.
     llama4_beta: float | None = None
     llama4_original_max: int | None = None
-    # Sliding-window attention (Mistral 7B v0.1): a query sees the last `sliding_window` positions.
+    # Sliding-window attention (Mistral 7B v0.1): a query at p sees keys p - window < j <= p.
     sliding_window: int | None = None
 
     def __post_init__(self) -> None:
+        if self.sliding_window is not None and (
+            isinstance(self.sliding_window, bool)
+            or not isinstance(self.sliding_window, int)
+            or self.sliding_window < 1
+        ):
+            raise ConfigError(
+                f"sliding_window must be a positive integer or None, got {self.sliding_window!r}"
+            )
         positive = ("dim", "n_layers", "head_dim", "hidden_dim", "n_heads", "n_kv_heads")
         for name in (*positive, "vocab_size", "max_seq_len"):
             value = getattr(self, name)

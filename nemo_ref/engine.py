@@ -51,6 +51,7 @@ class Engine:
         max_batch: int = 8,
         max_len: int | None = None,
         sampler: str | None = None,
+        cuda_graph: bool = False,
     ):
         self.device = model.tok_embeddings.weight.device
         if sampler is None:  # the fused Triton sampler on a GPU, the torch one elsewhere
@@ -61,6 +62,13 @@ class Engine:
         self.max_len = max_len or model.args.max_seq_len
         self.cache = model.new_cache(max_batch, self.max_len)  # the engine's own: engines can share a model
         self.sampler = sampler
+        # A decode step of every row captured in a CUDA graph (model.GraphedDecode), built now,
+        # while no row holds a sequence. Off the GPU it is the same capturable step, uncaptured.
+        self._graph = None
+        if cuda_graph:
+            from .model import GraphedDecode
+
+            self._graph = GraphedDecode(model, self.cache)
         self._free = list(range(max_batch))
         self._waiting: collections.deque[Request] = collections.deque()
         self._running: dict[int, tuple[Sequence, Request]] = {}  # slot -> sequence
@@ -134,18 +142,21 @@ class Engine:
     def step(self) -> bool:
         """Admit waiting requests, run one decode step, sample, deliver deltas. False if idle."""
         self._drop_cancelled()
+        self._compact()
         logits_by_slot: dict[int, torch.Tensor] = {}
         self._admit(logits_by_slot)
-        decode_slots = [s for s in self._running if s in self._last]
+        # Rows 0..n-1 after compaction (new arrivals sit after them and were sampled from their
+        # prefill): the model reads the cache as a view. Positions and rows go as host ints, so
+        # the forward never reads a tensor back.
+        decode_slots = sorted(s for s in self._running if s in self._last)
         if decode_slots:
             tokens = torch.tensor([[self._last[s]] for s in decode_slots], device=self.device)
-            start = torch.tensor(
-                [len(self._running[s][0].prompt) + len(self._running[s][0].output) - 1 for s in decode_slots],
-                device=self.device,
-            )
-            rows = torch.tensor(decode_slots, device=self.device)
+            start = [self._written(s) for s in decode_slots]
             try:
-                logits = self.model(tokens, start, rows=rows, cache=self.cache)[:, -1]
+                if self._graph is not None:
+                    logits = self._graph_step(decode_slots)
+                else:
+                    logits = self.model(tokens, start, rows=decode_slots, cache=self.cache)[:, -1]
             except Exception as e:  # not attributable to one row: fail the batch, keep serving
                 self._fail_running(e)
                 return True
@@ -172,6 +183,7 @@ class Engine:
                 last_logits = self._prefill(req.sequences[0].prompt, slots[0])
             except Exception as e:  # a failed prefill fails only its own request
                 self._fail(req, e)
+                self._clear_rows(slots[0], len(req.sequences[0].prompt))  # what the prefill wrote
                 for slot in slots:
                     self._release(slot)
                 self._finish_request(req)
@@ -185,7 +197,7 @@ class Engine:
 
     def _prefill(self, prompt: list[int], slot: int) -> torch.Tensor:
         ids = torch.tensor([prompt], device=self.device)
-        rows = torch.tensor([slot], device=self.device)
+        rows = [slot]
         for start in range(0, len(prompt), PREFILL_CHUNK):
             chunk = ids[:, start : start + PREFILL_CHUNK]
             logits = self.model(chunk, start, rows=rows, last_only=True, cache=self.cache)
@@ -268,12 +280,59 @@ class Engine:
             if req.cancelled:
                 self._finish_request(req)
 
+    def _graph_step(self, decode_slots: list[int]) -> torch.Tensor:
+        """The captured step runs every row: idle rows get token 0 at a position nobody reads
+        (a free row's position 0; a just-admitted row's next position, rewritten next step)."""
+        N = self.max_batch
+        tokens, start = [0] * N, [0] * N
+        for s in self._running:
+            start[s] = self._written(s) + (s not in self._last)
+        for s in decode_slots:
+            tokens[s] = self._last[s]
+        logits = self._graph(
+            torch.tensor(tokens, device=self.device)[:, None], torch.tensor(start, device=self.device)
+        )
+        return logits[decode_slots]
+
+    def _written(self, slot: int) -> int:
+        """Positions of ``slot``'s row that hold its sequence's keys (all but the pending token)."""
+        seq = self._running[slot][0]
+        return len(seq.prompt) + len(seq.output) - 1
+
+    def _clear_rows(self, slot: int, n: int) -> None:
+        """Zero positions 0..n-1 of a row: the torch attention paths read (masked) positions past a
+        shorter row's length, and ``0 * NaN`` is NaN, so a row a sequence leaves must not keep
+        whatever it wrote (a NaN from an overflow would poison the next occupant's batch)."""
+        self.cache.clear_prefix(slot, min(n, self.cache.max_len))
+
     def _release(self, slot: int) -> None:
+        entry = self._running.get(slot)
+        if entry is not None:
+            self._clear_rows(slot, len(entry[0].prompt) + len(entry[0].output))
         with self._lock:
             self._running.pop(slot, None)
             self._last.pop(slot, None)
             self._free.append(slot)
             self._free.sort()
+
+    def _compact(self) -> None:
+        """Keep the running sequences in rows 0..n-1: move the highest into the lowest free row.
+
+        One copy of a sequence's keys/values when a row below it frees (once per finished
+        sequence), instead of a gathered copy of every live row in every layer at every step.
+        """
+        while self._running and self._free and self._free[0] < max(self._running):
+            src, dst = max(self._running), self._free[0]
+            n = min(len(self._running[src][0].prompt) + len(self._running[src][0].output), self.cache.max_len)
+            self.cache.copy_prefix(src, dst, n)
+            self._clear_rows(src, n)
+            with self._lock:
+                self._running[dst] = self._running.pop(src)
+                if src in self._last:
+                    self._last[dst] = self._last.pop(src)
+                self._free.pop(0)
+                self._free.append(src)
+                self._free.sort()
 
     def _finish_request(self, req: Request) -> None:
         if req in self._admitted:

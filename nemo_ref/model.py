@@ -13,6 +13,7 @@ cache when one is set up (``setup_cache``) and attending only within ``tokens`` 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -87,32 +88,60 @@ class KVCache:
 
 
 @dataclass
-class Positions:
-    """Where the tokens of one forward call sit: rows of the cache, and absolute positions."""
+class Batch:
+    """Where the tokens of one forward call sit: built once per call, handed to every layer.
+
+    mistral-inference's ``CacheInputMetadata`` idea: whatever needs a host value (how many keys to
+    read, whether the rows form a contiguous run of the cache) is decided here, from the caller's
+    host-side integers, so no layer ever reads a tensor back (a device-to-host sync blocks the
+    CPU's run-ahead and CUDA-graph capture). The device tensors are built here once too.
+    """
 
     start: torch.Tensor  # [B] int64, position of tokens[:, 0] in each row
     pos: torch.Tensor  # [B, T] int64, absolute position of every token
-    rows: torch.Tensor | None  # [B] cache rows, or None for rows 0..B-1
-    uniform: bool  # every row starts at the same position
-    mask: torch.Tensor | None = None  # causal mask [B, 1, n_rep * T, L], None when all-true
+    rows: torch.Tensor  # [B] int64, the cache row of each batch row
+    row_run: slice | None  # the rows are cache rows r0..r0+B-1 in order: read the cache as a view
+    kv_len: int  # keys 0..kv_len-1 exist for some row (longest row's end); host-side
+    same_start: int | None  # the position every row starts at, when the host knows it is one
+    cached: bool  # a KV cache is read and extended
+    window: int | None = None  # sliding window: keys p - window < j <= p
+    mask: torch.Tensor | None = None  # [B, 1, n_rep * T, kv_len] for the torch paths; None: no mask
 
 
-def causal_mask(p: Positions, n_rep: int, cached: bool) -> torch.Tensor | None:
+def _host_ints(x: int | Sequence[int] | torch.Tensor, n: int | None, name: str) -> list[int]:
+    """Python ints from an int (broadcast to ``n``), a sequence or a tensor (read back once)."""
+    if isinstance(x, int):
+        if n is None:
+            raise ValueError(f"{name} must be a sequence or a tensor")
+        return [x] * n
+    if torch.is_tensor(x) and x.dim() != 1:
+        raise ValueError(f"{name} must be an int or one value per row ({n}), got shape {tuple(x.shape)}")
+    values = x.tolist() if torch.is_tensor(x) else list(x)
+    if n is not None and len(values) != n:
+        raise ValueError(f"{name} must be an int or one value per row ({n}), got {x!r}")
+    return [int(v) for v in values]
+
+
+def causal_mask(b: Batch, n_rep: int) -> torch.Tensor | None:
     """Which keys each query may see, for the GQA fold (query row g * T + t sits at pos[t]).
 
-    With a cache the keys are positions 0..L-1 of each row (L = max start + T); without one they are
-    the chunk itself. Built once per forward and shared by every layer; None when nothing is masked
-    (single-token decode with every row at the same position), so SDPA takes its unmasked path.
+    With a cache the keys are positions 0..kv_len-1 of each row; without one they are the chunk
+    itself. Built once per forward and shared by every layer; None when nothing is masked
+    (single-token decode with every row at the same position and no window), so SDPA takes its
+    unmasked path.
     """
-    B, T = p.pos.shape
-    if cached and T == 1 and p.uniform:
+    B, T = b.pos.shape
+    if b.cached and T == 1 and b.same_start is not None and b.window is None:
         return None
-    L = int(p.start.max()) + T if cached else T
-    k_pos = torch.arange(L, device=p.pos.device).expand(B, L)
-    if not cached:
-        k_pos = k_pos + p.start[:, None]
-    q_pos = p.pos.repeat(1, n_rep)  # [B, n_rep * T]
-    return (k_pos[:, None, :] <= q_pos[:, :, None])[:, None]
+    L = b.kv_len if b.cached else T
+    k_pos = torch.arange(L, device=b.pos.device).expand(B, L)
+    if not b.cached:
+        k_pos = k_pos + b.start[:, None]
+    q_pos = b.pos.repeat(1, n_rep)[:, :, None]  # [B, n_rep * T, 1]
+    visible = k_pos[:, None, :] <= q_pos
+    if b.window is not None:
+        visible &= k_pos[:, None, :] > q_pos - b.window
+    return visible[:, None]
 
 
 class Attention(nn.Module):
@@ -126,6 +155,8 @@ class Attention(nn.Module):
         super().__init__()
         self.args = args
         self.backend = backend
+        # Head counts of this module (a tensor-parallel shard holds fewer than args says).
+        self.n_heads, self.n_kv_heads, self.head_dim = args.n_heads, args.n_kv_heads, args.head_dim
         hd = args.head_dim
         self.wq = nn.Linear(args.dim, args.n_heads * hd, bias=False, device=device, dtype=dtype)
         self.wk = nn.Linear(args.dim, args.n_kv_heads * hd, bias=False, device=device, dtype=dtype)
@@ -137,32 +168,36 @@ class Attention(nn.Module):
         x: torch.Tensor,
         cos: torch.Tensor,
         sin: torch.Tensor,
-        p: Positions,
+        p: Batch,
         cache: tuple[torch.Tensor, torch.Tensor] | None,
         q_scale: torch.Tensor | None,
     ) -> torch.Tensor:
         B, T, _ = x.shape
-        a = self.args
-        q = self.wq(x).view(B, T, a.n_heads, a.head_dim)
-        k = self.wk(x).view(B, T, a.n_kv_heads, a.head_dim)
-        v = self.wv(x).view(B, T, a.n_kv_heads, a.head_dim)
+        H, Hkv, D = self.n_heads, self.n_kv_heads, self.head_dim
+        q = self.wq(x).view(B, T, H, D)
+        k = self.wk(x).view(B, T, Hkv, D)
+        v = self.wv(x).view(B, T, Hkv, D)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if q_scale is not None:
             q = (q.float() * q_scale[:, :, None, None]).type_as(q)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, heads, T, D]
 
         if cache is not None:
-            k, v = _write_and_read_cache(cache, k, v, p)  # keys of positions 0..L-1
-
+            _write_cache(cache, k, v, p)
         if self.backend == "triton":
             from .kernels.attention import attention as triton_attention
 
-            if cache is None and not bool((p.start == 0).all()):
-                raise ValueError("the triton backend without a KV cache needs start_pos == 0")
-            out = triton_attention(q, k, v, p.start)
+            if cache is None:  # the chunk is its own cache: rows 0..B-1, positions from 0
+                if p.same_start != 0:
+                    raise ValueError("the triton backend without a KV cache needs start_pos == 0")
+                out = triton_attention(q, k, v, p.start, window=p.window)
+            else:  # the whole cache, read in place through the row index
+                out = triton_attention(q, *cache, p.start, rows=p.rows, window=p.window, max_len=p.kv_len)
         else:
+            if cache is not None:
+                k, v = _read_cache(cache, p)  # keys of positions 0..kv_len-1
             out = self._attend(q, k, v, p.mask)
-        return self.wo(out.transpose(1, 2).reshape(B, T, a.n_heads * a.head_dim))
+        return self.wo(out.transpose(1, 2).reshape(B, T, H * D))
 
     def _attend(self, q, k, v, mask: torch.Tensor | None) -> torch.Tensor:
         """softmax(q k^T / sqrt(D) + causal mask) v, with the GQA group folded into the query axis."""
@@ -179,21 +214,36 @@ class Attention(nn.Module):
         return out.reshape(B, H, T, D)
 
 
-def _write_and_read_cache(cache, k, v, p: Positions):
-    """Store this chunk's keys/values at their positions; return keys/values 0..L-1 of its rows."""
+def _write_cache(cache, k: torch.Tensor, v: torch.Tensor, p: Batch) -> None:
+    """Store this chunk's keys/values [B, Hkv, T, D] at their rows and positions."""
     k_cache, v_cache = cache
-    B, _, T, _ = k.shape
-    L = int(p.start.max()) + T
-    if p.rows is None and p.uniform:
-        s = int(p.start[0])
-        k_cache[:B, :, s : s + T] = k
-        v_cache[:B, :, s : s + T] = v
-        return k_cache[:B, :, :L], v_cache[:B, :, :L]  # views: no copy
-    rows = p.rows if p.rows is not None else torch.arange(B, device=k.device)
-    # Advanced indices on dims 0 and 2 (separated by a slice) put the indexed dims first: [B, T, ...].
-    k_cache[rows[:, None], :, p.pos] = k.transpose(1, 2)
-    v_cache[rows[:, None], :, p.pos] = v.transpose(1, 2)
-    return k_cache[rows, :, :L], v_cache[rows, :, :L]
+    T = k.shape[2]
+    if p.row_run is not None and p.same_start is not None:  # one slice: no index tensors
+        s = p.same_start
+        k_cache[p.row_run, :, s : s + T] = k
+        v_cache[p.row_run, :, s : s + T] = v
+        return
+    # Rows at different positions: one index_copy_ into the cache seen as [N * Hkv * S, D] rows
+    # (an advanced-index assignment k_cache[rows, :, pos] = ... is ~25x slower on a CPU).
+    _, Hkv, S, D = k_cache.shape
+    heads = torch.arange(Hkv, device=k.device)
+    idx = ((p.rows[:, None, None] * Hkv + heads[None, :, None]) * S + p.pos[:, None, :]).reshape(-1)
+    k_cache.view(-1, D).index_copy_(0, idx, k.reshape(-1, D))
+    v_cache.view(-1, D).index_copy_(0, idx, v.reshape(-1, D))
+
+
+def _read_cache(cache, p: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keys/values of positions 0..kv_len-1 of the batch's rows, for the torch paths.
+
+    A view when the rows are a contiguous run of the cache (the engine keeps its live rows so);
+    otherwise an indexed copy. Positions past a row's own length are read but masked: they must
+    hold finite values (the engine zeroes a row it releases), as ``0 * NaN`` is NaN in ``p @ v``.
+    The Triton kernels read only each row's own keys.
+    """
+    k_cache, v_cache = cache
+    if p.row_run is not None:
+        return k_cache[p.row_run, :, : p.kv_len], v_cache[p.row_run, :, : p.kv_len]
+    return k_cache[p.rows, :, : p.kv_len], v_cache[p.rows, :, : p.kv_len]
 
 
 class FeedForward(nn.Module):
@@ -294,58 +344,92 @@ class Transformer(nn.Module):
     def forward(
         self,
         tokens: torch.Tensor,
-        start_pos: int | torch.Tensor = 0,
+        start_pos: int | Sequence[int] | torch.Tensor = 0,
         *,
-        rows: torch.Tensor | None = None,
+        rows: Sequence[int] | torch.Tensor | None = None,
         last_only: bool = False,
         cache: KVCache | None = None,
     ) -> torch.Tensor:
         """Float32 logits [B, T, V] (or [B, 1, V] with ``last_only``) for ``tokens`` [B, T].
 
-        ``start_pos``: position of ``tokens[:, 0]``, an int or a LongTensor [B] (rows at different
-        positions, e.g. batched decode). ``cache``: the KV cache to read and extend (default: the
-        one from ``setup_cache``, if any); ``rows``: which of its rows these sequences own (default
-        0..B-1). Without a cache, tokens attend only to each other.
+        ``start_pos``: position of ``tokens[:, 0]``, an int or one per row (a list, or a LongTensor
+        [B]: rows at different positions, e.g. batched decode). ``cache``: the KV cache to read and
+        extend (default: the one from ``setup_cache``, if any); ``rows``: which of its rows these
+        sequences own (default 0..B-1). Without a cache, tokens attend only to each other.
+
+        Positions and rows are host values: pass Python ints/lists (the engine does). A tensor
+        is read back once per call, before any layer runs (on a GPU, a device-to-host sync).
         """
         kv = cache if cache is not None else self.cache
         if tokens.dim() != 2:
             raise ValueError(f"tokens must be [batch, seq], got shape {tuple(tokens.shape)}")
         B, T = tokens.shape
-        device = tokens.device
-        uniform = not torch.is_tensor(start_pos)
-        start = (
-            torch.full((B,), start_pos, dtype=torch.long, device=device)
-            if uniform
-            else start_pos.to(device=device, dtype=torch.long)
-        )
-        if start.shape != (B,):
-            raise ValueError(f"start_pos must be an int or a tensor of shape [{B}]")
-        end = int(start.max()) + T
+        starts = _host_ints(start_pos, B, "start_pos")
+        row_list = list(range(B)) if rows is None else _host_ints(rows, None, "rows")
+        if len(row_list) != B:
+            raise ValueError(f"rows must name {B} cache rows, got {len(row_list)}")
+        end = max(starts) + T
         limit = kv.max_len if kv is not None else self.args.max_positions
-        if int(start.min()) < 0 or end > limit:
+        if min(starts) < 0 or end > limit:
             raise ValueError(f"positions must lie in [0, {limit}); this call reaches {end}")
-        window = self.args.sliding_window
-        if window is not None and end > window:  # within the window, causal attention is the same
-            raise ValueError(
-                f"this model attends within a sliding window of {window} positions, which nemo_ref "
-                f"does not implement yet; this call reaches position {end}: keep sequences <= {window}"
-            )
-        if kv is not None:
-            n_rows = kv.max_batch
-            if (rows is None and n_rows < B) or (rows is not None and int(rows.max()) >= n_rows):
-                raise ValueError(f"the KV cache has {n_rows} rows; this call needs more")
-        pos = start[:, None] + torch.arange(T, device=device)
-        p = Positions(start=start, pos=pos, rows=rows, uniform=uniform)
+        if kv is not None and (min(row_list) < 0 or max(row_list) >= kv.max_batch):
+            raise ValueError(f"the KV cache has rows 0..{kv.max_batch - 1}; this call uses {row_list}")
+        device = tokens.device
+        start = torch.tensor(starts, dtype=torch.long, device=device)
+        r0 = row_list[0]
+        batch = Batch(
+            start=start,
+            pos=start[:, None] + torch.arange(T, device=device),
+            rows=torch.tensor(row_list, dtype=torch.long, device=device),
+            row_run=slice(r0, r0 + B) if row_list == list(range(r0, r0 + B)) else None,
+            kv_len=end,
+            same_start=starts[0] if len(set(starts)) == 1 else None,
+            cached=kv is not None,
+            window=self.args.sliding_window,
+        )
+        # The rope table spans the context in use: the cache, or this call's positions without one
+        # (dynamic NTK scales for it, as transformers does for a forward over L positions).
+        return self._forward(tokens, batch, kv, last_only, rope_len=kv.max_len if kv is not None else end)
+
+    @torch.inference_mode()
+    def decode_step(self, tokens: torch.Tensor, start: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """One decode step of every row of ``cache``, with no host value at all: capturable.
+
+        ``tokens`` [max_batch, 1], ``start`` LongTensor [max_batch] on the model's device (rows not
+        in use can hold any position; their rows are written and their logits are garbage). Shapes
+        never change and nothing is read back, so a CUDA graph can capture it (``GraphedDecode``),
+        gpt-fast style: the torch paths attend over the whole cache length under a mask built
+        on the device, the Triton kernels read each row's own keys. Float32 logits [max_batch, V].
+        """
+        N = cache.max_batch
+        if tokens.shape != (N, 1) or start.shape != (N,):
+            raise ValueError(f"decode_step takes tokens [{N}, 1] and start [{N}], got {tuple(tokens.shape)}")
+        batch = Batch(
+            start=start,
+            pos=start[:, None],
+            rows=torch.arange(N, device=start.device),
+            row_run=slice(0, N),
+            kv_len=cache.max_len,
+            same_start=None,
+            cached=True,
+            window=self.args.sliding_window,
+        )
+        return self._forward(tokens, batch, cache, False, rope_len=cache.max_len)[:, 0]
+
+    def _forward(
+        self, tokens: torch.Tensor, batch: Batch, kv: KVCache | None, last_only: bool, rope_len: int
+    ) -> torch.Tensor:
+        """The layers, top to bottom, for a batch whose metadata is already built."""
         if self.attn_backend != "triton":
-            p.mask = causal_mask(p, self.args.n_rep, cached=kv is not None)
-        cos_t, sin_t = self._rope_tables(kv.max_len if kv is not None else end, end, device)
-        cos, sin = cos_t[pos], sin_t[pos]
-        q_scale = llama4_q_scale(self.args, pos)
+            batch.mask = causal_mask(batch, self.args.n_rep)
+        cos_t, sin_t = self._rope_tables(rope_len, batch.kv_len, tokens.device)
+        cos, sin = cos_t[batch.pos], sin_t[batch.pos]
+        q_scale = llama4_q_scale(self.args, batch.pos)
 
         h = self.tok_embeddings(tokens)
         for i, layer in enumerate(self.layers):
             layer_kv = (kv.k[i], kv.v[i]) if kv is not None else None
-            h = layer(h, cos, sin, p, layer_kv, q_scale)
+            h = layer(h, cos, sin, batch, layer_kv, q_scale)
         if last_only:
             h = h[:, -1:]
         return self.output(self.norm(h)).float()
@@ -364,3 +448,43 @@ class Transformer(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+class GraphedDecode:
+    """``model.decode_step`` captured once in a CUDA graph and replayed every step (gpt-fast's idea,
+    with ``torch.cuda.graphs``): one launch for the whole step instead of hundreds.
+
+    ``step(tokens [max_batch, 1], start [max_batch])`` copies its inputs into the captured
+    buffers, replays, and returns the captured logits buffer (overwritten by the next step).
+    Needs a CUDA device: on a CPU ``decode_step`` runs as it is (the same code, uncaptured).
+    """
+
+    def __init__(self, model: Transformer, cache: KVCache, warmup: int = 2):
+        device = model.tok_embeddings.weight.device
+        N = cache.max_batch
+        self.model, self.cache = model, cache
+        self.tokens = torch.zeros((N, 1), dtype=torch.long, device=device)
+        self.start = torch.zeros(N, dtype=torch.long, device=device)
+        self.graph = None
+        if device.type != "cuda":
+            return
+        # Warm up on a side stream (Triton compiles, cuBLAS picks kernels), then capture. Row
+        # position 0 of every row is written by these runs: only rows without a sequence may be
+        # in the cache when the graph is built (the engine builds it before admitting anything).
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(warmup):
+                model.decode_step(self.tokens, self.start, cache)
+        torch.cuda.current_stream().wait_stream(stream)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.logits = model.decode_step(self.tokens, self.start, cache)
+
+    def __call__(self, tokens: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
+        self.tokens.copy_(tokens)
+        self.start.copy_(start)
+        if self.graph is None:
+            return self.model.decode_step(self.tokens, self.start, self.cache)
+        self.graph.replay()
+        return self.logits

@@ -8,9 +8,11 @@
    baseline vs the kernel; the full model on the Triton backend vs SDPA. Any failure stops here.
 2. Timings (triton.testing.do_bench: median, L2 flushed before every run), each next to a baseline
    measured in the same run: prefill vs torch SDPA (flash backend) at S = 1k..32k; decode vs the
-   card's measured copy bandwidth at context 4k..128k; the sampler vs a sort-based torch sampler at
-   batch 1..256; batch-1 decode tokens/s of the full-size Nemo-12B architecture (random bf16
-   weights) vs the 23.15 GB/token floor.
+   card's measured copy bandwidth at context 4k..128k, and the split count swept at 128k; the
+   sampler vs a sort-based torch sampler at batch 1..256; batch-1 decode tokens/s of the
+   full-size Nemo-12B architecture (random bf16 weights) at context 128 and 32k, Triton with and
+   without CUDA-graph capture and SDPA, vs the floor copy bandwidth / (23.15 GB + KV bytes). Every
+   shape is run once before it is timed (no JIT compile in a timed loop).
 Writes JSON + Markdown named after the card (or dry-run-cpu.* with --dry-run) under --out.
 """
 
@@ -49,12 +51,15 @@ class Sizes:
     prompt_len: int
     new_tokens: int
     copy_bytes: int
+    e2e_ctx: tuple[int, ...]  # contexts of the end-to-end decode (the cache filled at random)
+    split_sweep: tuple[int, ...]  # max_splits values timed at the longest decode context
 
 
 FULL = Sizes("cuda", (32, 8, 128), (1024, 2048, 4096, 8192, 16384, 32768),
              (4096, 8192, 16384, 32768, 65536, 131072), (1, 8, 32, 64), (1, 8, 32, 128, 256),
-             131072, "nemo-12b", 128, 64, 1 << 30)  # fmt: skip
-DRY = Sizes("cpu", (8, 2, 32), (48, 80), (40, 100), (1, 3), (1, 3), 1000, "nemo-tiny", 5, 2, 1 << 20)
+             131072, "nemo-12b", 128, 64, 1 << 30, (128, 32768), (8, 16, 32, 50, 64, 128, 256))  # fmt: skip
+DRY = Sizes("cpu", (8, 2, 32), (48, 80), (40, 100), (1, 3), (1, 3), 1000, "nemo-tiny", 5, 2, 1 << 20, (5, 40),
+            (1, 2))  # fmt: skip
 
 
 def import_nemo_ref() -> None:
@@ -296,7 +301,7 @@ def build_model(b: Bench):
     with torch.no_grad():  # random weights drawn on the device (12B on the CPU would take minutes)
         for name, p in model.named_parameters():
             p.fill_(1.0) if name.endswith("norm.weight") else p.normal_(0, 0.02)
-    model.setup_cache(1, b.sizes.prompt_len + b.sizes.new_tokens + 1)
+    model.setup_cache(1, b.sizes.prompt_len + 3)  # check_model's; bench_model makes its own
     return model
 
 
@@ -313,27 +318,88 @@ def check_model(b: Bench, model) -> None:
     b.check(f"{b.sizes.preset} logits, triton vs sdpa backend (1 - cosine)", 1 - cos, 5e-3)
 
 
+def fill_cache(cache, context: int) -> None:
+    """Random keys/values at positions 0..context-1: a decode step reads the same bytes as after a
+    real prefill (which would take minutes at 32k for the 12B model, and is timed separately)."""
+    for t in (*cache.k, *cache.v):
+        t[:, :, :context].normal_()
+
+
 def bench_model(b: Bench, model, copy_bw: float) -> list[dict]:
+    """Batch-1 greedy decode tokens/s at each context, Triton (plain and CUDA-graph captured) and
+    SDPA. Every configuration runs its whole loop once first: each shape the loop meets is
+    compiled (Triton specialises ints such as the split count) and captured before the clock
+    starts, so no JIT compile lands in the timed loop."""
+    from nemo_ref.model import GraphedDecode
+
     rows = []
     n = b.sizes.new_tokens
-    # The weight-read floor applies to the full-size model only (None for the dry run's tiny one).
-    floor = copy_bw * 1e9 / BYTES_PER_TOKEN_12B if b.sizes.preset == "nemo-12b" else None
-    for backend in ("triton", "sdpa"):
-        model.set_attn_backend(backend)
-        prompt = torch.randint(0, model.args.vocab_size, (1, b.sizes.prompt_len), device=b.dev)
-        token = model(prompt, 0, last_only=True)[:, -1].argmax(-1, keepdim=True)
-        if not b.dry:
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for i in range(n):  # greedy decode: one token per forward, nothing leaves the device
-            token = model(token, b.sizes.prompt_len + i, last_only=True)[:, -1].argmax(-1, keepdim=True)
-        if not b.dry:
-            torch.cuda.synchronize()
-        tok_s = n / (time.perf_counter() - t0)
-        rows.append({"backend": backend, "preset": b.sizes.preset, "context": b.sizes.prompt_len,
-                     "new_tokens": n, "tok_s": tok_s, "floor_tok_s": floor,
-                     "pct_of_floor": None if floor is None else 100 * tok_s / floor})  # fmt: skip
-        print(f"  {b.sizes.preset} batch-1 decode, {backend}: {tok_s:.1f} tok/s (floor {floor})")
+    a = model.args
+    kv_per_token = 2 * a.n_layers * a.n_kv_heads * a.head_dim * 2  # bf16 K and V
+    for context in b.sizes.e2e_ctx:
+        cache = model.new_cache(1, context + n + 1)
+        fill_cache(cache, context)
+        # The weight-read floor applies to the full-size model only (None for the dry run's tiny one).
+        per_token = BYTES_PER_TOKEN_12B + kv_per_token * (context + n / 2)
+        floor = copy_bw * 1e9 / per_token if b.sizes.preset == "nemo-12b" else None
+        for backend, graph in (("triton", False), ("triton", True), ("sdpa", False)):
+            model.set_attn_backend(backend)
+            first = torch.randint(0, a.vocab_size, (1, 1), device=b.dev)
+            if graph:
+                step = GraphedDecode(model, cache)  # warms up and captures (on a GPU)
+
+                def run(step=step, first=first, context=context):
+                    token, start = first, torch.full((1,), context, device=b.dev)
+                    for _ in range(n):
+                        token = step(token, start).argmax(-1, keepdim=True)
+                        start += 1
+                    return token
+            else:
+
+                def run(first=first, context=context, cache=cache):
+                    token = first
+                    for i in range(n):  # one token per forward, nothing leaves the device
+                        token = model(token, context + i, last_only=True, cache=cache)[:, -1].argmax(
+                            -1, keepdim=True
+                        )
+                    return token
+
+            run()  # warm every shape of the loop
+            if not b.dry:
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            run()
+            if not b.dry:
+                torch.cuda.synchronize()
+            tok_s = n / (time.perf_counter() - t0)
+            rows.append({"backend": backend, "step": ("cuda graph" if not b.dry else "capturable, uncaptured") if graph else "plain", "preset": b.sizes.preset,
+                         "context": context, "new_tokens": n, "tok_s": tok_s, "floor_tok_s": floor,
+                         "pct_of_floor": None if floor is None else 100 * tok_s / floor})  # fmt: skip
+            print(f"  {b.sizes.preset} batch-1 decode at {context}, {backend}{' + graph' * graph}: "
+                  f"{tok_s:.1f} tok/s (floor {floor})", flush=True)  # fmt: skip
+        del cache
+    return rows
+
+
+def bench_splits(b: Bench, copy_bw: float) -> list[dict]:
+    """Decode attention at the longest context, batch 1, against the number of splits per row:
+    the record behind ``decode_max_splits`` (3 programs per SM)."""
+    from nemo_ref.kernels import attention as A
+
+    H, Hkv, D = b.sizes.heads
+    S = b.sizes.decode_ctx[-1]
+    q, k, v = b.randn(1, H, 1, D), b.randn(1, Hkv, S, D), b.randn(1, Hkv, S, D)
+    last = torch.full((1,), S - 1, device=b.dev)
+    kv_bytes = 2 * k.numel() * k.element_size()
+    rows = []
+    default = A.decode_max_splits(Hkv, A._sm_count(b.dev))
+    for max_splits in sorted({*b.sizes.split_sweep, default}):
+        t = b.ms(lambda m=max_splits: A.decode_attention(q, k, v, last, max_splits=m))
+        gb_s = kv_bytes / t / 1e6
+        split = A.decode_split_len(S, max_splits)
+        rows.append({"context": S, "max_splits": max_splits, "split_len": split, "default": max_splits == default,
+                     "triton_ms": t, "triton_gb_s": gb_s, "pct_of_copy_bw": 100 * gb_s / copy_bw})  # fmt: skip
+        print(f"  decode splits={max_splits} (split {split}): {t:.3f} ms, {gb_s:.0f} GB/s", flush=True)
     return rows
 
 
@@ -351,7 +417,7 @@ def markdown(r: dict) -> str:
         f"- {'ok' if c['ok'] else 'FAIL'}: {c['name']} ({c['max_err']:.3g} <= {c['tol']:g})"
         for c in r["checks"]
     ]
-    for section in ("prefill", "decode", "sampler", "e2e"):
+    for section in ("prefill", "decode", "decode_splits", "sampler", "e2e"):
         records = r.get(section) or []
         if not records:
             continue
@@ -397,6 +463,7 @@ def main(argv: list[str] | None = None) -> int:
             report["prefill"] = bench_prefill(b)
         if "decode" not in skip:
             report["decode"] = bench_decode(b, report["copy_gb_s"])
+            report["decode_splits"] = bench_splits(b, report["copy_gb_s"])
         if "sampler" not in skip:
             report["sampler"] = bench_sampler(b)
         if model is not None:

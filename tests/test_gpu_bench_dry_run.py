@@ -29,5 +29,9 @@ def test_gpu_bench_dry_run(tmp_path):
         assert report[section], section
         assert all(r.get("triton_ms", r.get("tok_s", 0)) > 0 for r in report[section])
     assert {r["backend"] for r in report["e2e"]} == {"triton", "sdpa"}
+    # Issue 12's methodology: two contexts, the capturable step beside the plain one, a split sweep.
+    assert {r["context"] for r in report["e2e"]} == {5, 40}
+    assert {r["step"] for r in report["e2e"]} == {"plain", "capturable, uncaptured"}
+    assert len(report["decode_splits"]) >= 2 and sum(r["default"] for r in report["decode_splits"]) == 1
     md = (tmp_path / "dry-run-cpu.md").read_text()
     assert "Dry run" in md and "| seq_len |" in md

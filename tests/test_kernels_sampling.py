@@ -26,8 +26,8 @@ def row(params: SamplingParams, prompt=(), output=(), allowed=None, seed=0, step
     return SampleRow(params, seed, 0, step, list(prompt), list(output), allowed)
 
 
-def kernel_probs(logits: torch.Tensor, rows: list[SampleRow], block_v: int = BLOCK_V) -> torch.Tensor:
-    return S.probabilities(logits, **S.row_inputs(rows, logits.shape[1], "cpu"), block_v=block_v)
+def kernel_probs(logits: torch.Tensor, rows: list[SampleRow], block_v: int = BLOCK_V, **kw) -> torch.Tensor:
+    return S.probabilities(logits, **S.row_inputs(rows, logits.shape[1], "cpu"), block_v=block_v, **kw)
 
 
 def expected_probs(logits: torch.Tensor, rows: list[SampleRow]) -> torch.Tensor:
@@ -143,10 +143,12 @@ def random_rows(V: int, seed: int) -> tuple[torch.Tensor, list[SampleRow]]:
     return logits, rows
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_random_rows_match_reference(seed):
+@pytest.mark.parametrize(("seed", "candidates"), [(0, 4096), (1, 4096), (0, 16)])
+def test_random_rows_match_reference(seed, candidates):
+    # 4096 candidates hold every survivor of these 777-token rows: S7..S9 run on the compacted
+    # buffer; 16 hold too few for most rows: the whole-row search (and the buffer for top_k 9).
     logits, rows = random_rows(777, seed)
-    assert_same_distribution(kernel_probs(logits, rows), expected_probs(logits, rows))
+    assert_same_distribution(kernel_probs(logits, rows, candidates=candidates), expected_probs(logits, rows))
 
 
 def test_nemo_vocab():
@@ -158,6 +160,32 @@ def test_nemo_vocab():
     rows = [row(SamplingParams(temperature=0.7, top_k=50, top_p=top_p_between(z, 20)))]
     got = kernel_probs(logits, rows, block_v=16384)
     assert_same_distribution(got, expected_probs(logits, rows))
+
+
+def test_top_k_and_top_p_take_three_passes_over_the_row():
+    # Instrumented, not timed: the kernel counts its passes over the 131072-wide row. S0..S3, the
+    # candidate histogram and the compaction read the row; top_k's and top_p's searches and the
+    # draw run on the buffer of candidates (a few thousand entries at most). Before: ~26 row passes.
+    g = torch.Generator().manual_seed(4)
+    logits = (torch.randn(1, 131072, generator=g) * 3).float()
+    u = torch.tensor([0.3], dtype=torch.float64)
+    kw = dict(temperature=0.8, top_k=50, top_p=0.9, min_p=0.0, block_v=16384)
+    tokens, _, _, passes, launch = S.sampler_launch(logits, u, False, **kw)
+    launch()
+    assert passes[:, 0].tolist() == [3]
+    assert (passes[:, 1] <= 40).all()
+    # The same rows through the whole-row search (a buffer too small to hold the top 50).
+    tokens_row, _, _, passes_row, launch = S.sampler_launch(logits, u, False, candidates=16, **kw)
+    launch()
+    assert (passes_row[:, 0] >= 15).all() and (passes_row[:, 1] == 0).all()
+    assert torch.equal(tokens, tokens_row)
+    want = reference.distribution(logits[0], SamplingParams(temperature=0.8, top_k=50, top_p=0.9), [], [])
+    assert want[tokens[0]] > 0
+    # Plain sampling (nothing truncates, the survivors do not fit): S0..S3, histogram, mass, draw.
+    _, _, _, passes, launch = S.sampler_launch(logits, u, False, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0,
+                                               block_v=16384)  # fmt: skip
+    launch()
+    assert passes[:, 0].tolist() == [4]
 
 
 def test_parameters_as_numbers():
@@ -237,3 +265,47 @@ def test_raw_logprobs_and_top_entries():
         assert values[b, :n].tolist() == pytest.approx([v for _, v in top], abs=1e-5)
         assert ids[b, n:].tolist() == [-1] * (8 - n)
     assert S.raw_logprobs(logits, top_n=0)[1].shape == (3, 0)
+
+
+@pytest.mark.parametrize(
+    ("value", "where", "temperature"),
+    [(math.nan, 250, 1.0), (math.inf, 9, 0.0), (math.nan, 3, 0.0)],  # 3: masked out by the grammar
+)
+def test_nan_or_plus_inf_logits_are_a_sampling_error(value, where, temperature):
+    # docs/sampling.md: NaN or +inf logits are a SamplingError, greedy (T = 0) included, even
+    # where the grammar masks the token out (the spec checks the raw logits); never a token.
+    logits = torch.randn(3, 300, generator=torch.Generator().manual_seed(1))
+    logits[1, where] = value
+    allowed = torch.ones(3, 300, dtype=torch.bool)
+    allowed[1, 3] = False
+    with pytest.raises(SamplingError, match=r"rows \[1\]: logits contain NaN or \+inf"):
+        S.sample(logits, temperature=temperature, top_p=0.9, top_k=20, min_p=0.0, u=0.5, allowed=allowed,
+                 block_v=BLOCK_V)  # fmt: skip
+    with pytest.raises(SamplingError):  # the reference agrees
+        reference.sample(
+            logits[1].tolist(),
+            SamplingParams(temperature=temperature),
+            [],
+            [],
+            seed=0,
+            allowed=allowed[1].tolist(),
+        )
+    # check=False: the row is marked -2, the others are sampled.
+    tokens = S.sample(logits, temperature=temperature, top_p=0.9, top_k=20, min_p=0.0, u=0.5, check=False,
+                      block_v=BLOCK_V)  # fmt: skip
+    assert tokens[1] == -2 and (tokens[[0, 2]] >= 0).all()
+
+
+def test_raw_logprobs_rows_with_nothing_allowed_or_nan_are_nan_without_entries():
+    # Defined by explicit tests in the kernel, not by min/max's NaN rules (which differ between
+    # the interpreter and the GPU): NaN row, ids -1, values -inf. top_n = 1 is the launch that
+    # Triton specialises (an int equal to 1); it must work.
+    logits = torch.randn(3, 500, generator=torch.Generator().manual_seed(2))
+    logits[2, 17] = math.nan
+    allowed = torch.ones(3, 500, dtype=torch.bool)
+    allowed[1] = False
+    lp, ids, values = S.raw_logprobs(logits, allowed, top_n=1, block_v=BLOCK_V)
+    assert torch.isnan(lp[1:]).all() and not torch.isnan(lp[0]).any()
+    assert ids[:, 0].tolist() == [int(logits[0].argmax()), -1, -1]
+    assert values[1:, 0].tolist() == [-math.inf, -math.inf]
+    assert values[0, 0].item() == pytest.approx(logits[0].log_softmax(0).max().item(), abs=1e-5)

@@ -220,3 +220,121 @@ def test_llama4_query_scaling_changes_only_positions_past_the_original_length(ma
     a, b = plain(toks), scaled(toks)
     assert rel(b[:, :8], a[:, :8]) <= TOL  # floor(pos / 8) = 0: scale 1
     assert rel(b[:, 8:], a[:, 8:]) > 1e-3
+
+
+# ---- the decode hot path: no gathered cache copy, no host syncs, a capturable step ----------
+
+
+class HostReads(torch.overrides.TorchFunctionMode):
+    """Records every tensor -> host read (``.item()``, ``int(t)``, ``bool(t)``, ``.tolist()``...):
+    on a GPU each one is a device-to-host sync that stalls the CPU and breaks graph capture."""
+
+    READS = ("item", "tolist", "__bool__", "__int__", "__index__", "__float__", "nonzero")
+
+    def __init__(self):
+        super().__init__()
+        self.reads: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name in self.READS:
+            self.reads.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("backend", ["sdpa", "triton"])
+def test_a_decode_step_reads_nothing_back_from_the_device(make_model, backend):
+    m = make_model(SMALL, seed=1, attn_backend=backend)
+    cache = m.new_cache(3, 32)
+    for row, n in enumerate((5, 9, 2)):
+        m(seq(n, seed=row), 0, rows=[row], cache=cache)
+    tokens = seq(1, batch=3, seed=7).reshape(3, 1)
+    with HostReads() as host:
+        m(tokens, [5, 9, 2], rows=[0, 1, 2], cache=cache)  # host ints, as the engine passes them
+    assert host.reads == []
+    with HostReads() as host:
+        m.decode_step(tokens, torch.tensor([6, 10, 3]), cache)  # the capturable step
+    assert host.reads == []
+    with HostReads() as host:  # tensors are read back once per call, before any layer
+        m(tokens, torch.tensor([7, 11, 4]), rows=torch.tensor([0, 1, 2]), cache=cache)
+    assert host.reads == ["tolist", "tolist"]
+
+
+def test_the_capturable_decode_step_gives_the_same_logits(make_model):
+    """decode_step (every row, whole-cache shapes, device-side positions: what a CUDA graph
+    captures) against the ordinary forward on the same cache state: the Triton kernels give the
+    same bits (a row's splits depend on its own length only), the torch paths the same values."""
+    prompts = [seq(5, seed=10), seq(11, seed=11), seq(2, seed=12)]
+    nxt = seq(1, batch=3, seed=13).reshape(3, 1)
+    for backend in ("triton", "sdpa", "eager"):
+        m = make_model(SMALL, seed=1, attn_backend=backend)
+        outs = []
+        for step in ("forward", "decode_step"):
+            cache = m.new_cache(3, 32)
+            for row, prompt in enumerate(prompts):
+                m(prompt, 0, rows=[row], cache=cache)
+            lengths = [p.shape[1] for p in prompts]
+            if step == "forward":
+                outs.append(m(nxt, lengths, rows=[0, 1, 2], cache=cache)[:, -1])
+            else:
+                outs.append(m.decode_step(nxt, torch.tensor(lengths), cache))
+        if backend == "triton":
+            assert torch.equal(outs[0], outs[1])
+        else:
+            assert rel(outs[1], outs[0]) <= TOL, backend
+
+
+def test_contiguous_rows_are_read_in_place_and_scattered_rows_by_index(make_model, monkeypatch):
+    """Rows forming a run of the cache reach attention as views of the cache (no gathered copy);
+    any other order still works (an indexed read)."""
+    import nemo_ref.model as M
+
+    m = make_model(SMALL, seed=1)
+    cache = m.new_cache(4, 32)
+    prompts = [seq(4, seed=20), seq(7, seed=21)]
+    seen = []
+    read = M._read_cache
+
+    def spy(c, p):
+        k, v = read(c, p)
+        seen.append(k.untyped_storage().data_ptr() == c[0].untyped_storage().data_ptr())
+        return k, v
+
+    monkeypatch.setattr(M, "_read_cache", spy)
+    outs = {}
+    for rows in ([1, 2], [3, 0]):
+        for row, prompt in zip(rows, prompts, strict=True):
+            m(prompt, 0, rows=[row], cache=cache)
+        seen.clear()
+        outs[tuple(rows)] = m(seq(1, batch=2, seed=22).reshape(2, 1), [4, 7], rows=rows, cache=cache)
+        assert seen == [rows == [1, 2]] * SMALL.n_layers
+    assert rel(outs[(3, 0)], outs[(1, 2)]) <= TOL
+
+
+def test_sliding_window_field_is_validated():
+    with pytest.raises(ValueError, match="sliding_window"):
+        SMALL.replace(sliding_window=0)
+
+
+def test_sliding_window_matches_transformers_past_the_window(tiny_model, tiny_checkpoints):
+    """transformers' MistralForCausalLM with ``sliding_window`` set is the oracle: a prompt longer
+    than the window, then decoding from the KV cache, on every attention backend."""
+    from transformers import MistralForCausalLM
+
+    window = 5
+    hf = MistralForCausalLM.from_pretrained(
+        tiny_checkpoints["hf"], dtype=torch.float32, attn_implementation="eager"
+    )
+    hf.config.sliding_window = window
+    toks = torch.randint(0, 131072, (1, 16), generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        want = hf.eval()(toks).logits.float()
+    assert rel(tiny_model(toks), want) > 1e-3  # the window matters past position 5
+    for backend in ("sdpa", "eager", "triton"):
+        m = Transformer(tiny_model.args.replace(sliding_window=window), attn_backend=backend)
+        m.load_state_dict(tiny_model.state_dict())
+        assert rel(m(toks), want) <= 1e-4, backend  # no cache: the chunk attends within itself
+        cache = m.new_cache(1, 32)
+        steps = [m(toks[:, :11], 0, cache=cache)]  # prompt past the window, then decode
+        steps += [m(toks[:, t : t + 1], t, cache=cache) for t in range(11, 16)]
+        assert rel(torch.cat(steps, dim=1), want) <= 1e-4, backend
