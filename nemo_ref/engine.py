@@ -23,6 +23,10 @@ from .sequence import Delta, Sequence
 PREFILL_CHUNK = 1024  # bounds the attention mask and activations of a long prompt
 
 
+class QueueFull(RuntimeError):
+    """``submit(max_waiting=...)`` found that many requests already waiting for rows."""
+
+
 @dataclass(eq=False)
 class Request:
     """Choices to generate for one prompt. ``on_delta`` receives every Delta (engine's thread)."""
@@ -77,7 +81,9 @@ class Engine:
 
     # ---- public, thread-safe ----------------------------------------------------------------
 
-    def submit(self, request: Request) -> Request:
+    def submit(self, request: Request, max_waiting: int | None = None) -> Request:
+        """Queue ``request`` for rows. ``max_waiting``: refuse it (QueueFull) when that many
+        requests already wait, so that a burst is told to come back instead of timing out."""
         n = len(request.sequences)
         if n > self.max_batch:
             raise ValueError(f"n={n} choices exceed the engine's {self.max_batch} batch rows")
@@ -88,14 +94,23 @@ class Engine:
                     f"engine's context of {self.max_len} tokens"
                 )
         with self._wakeup:
+            if max_waiting is not None and len(self._waiting) >= max_waiting:
+                raise QueueFull(
+                    f"the server is busy: {len(self._waiting)} requests are already waiting for "
+                    f"{self.max_batch} rows; retry shortly"
+                )
             self._waiting.append(request)
             self._wakeup.notify()
         return request
 
     def cancel(self, request: Request) -> None:
-        """Stop generating ``request``; its slots are freed before the next step."""
+        """Stop generating ``request``; its slots are freed before the next step. A request still
+        waiting leaves the queue at once (it must not hold back the requests behind it)."""
         with self._wakeup:
             request.cancelled = True
+            if request in self._waiting:
+                self._waiting.remove(request)
+                request._done.set()
             self._wakeup.notify()
 
     def start(self) -> None:

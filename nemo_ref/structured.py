@@ -11,16 +11,25 @@ Decisions (SAMPLING-SPEC "Structured outputs and tools"):
   "an object"). Enum-only and other type-less schemas are enforced too. Property order follows the
   schema. Schemas using keywords llguidance cannot enforce (`not`, `if`, `uniqueItems`,
   `contains`, unknown formats, ...) are rejected with `GrammarError`, never silently ignored.
-- Whitespace between JSON tokens is flexible but bounded: each gap is at most one line break
-  followed by at most 16 spaces or tabs (`WS_MAX_INDENT`), enough for pretty-printing, too little
-  for a model to loop on whitespace until max_tokens. The document starts at its first
-  character (no leading whitespace) and ends at its last (EOS is then the only choice).
-- Tool calls use Nemo's v3 format: the control token `[TOOL_CALLS]` (id 9) then a JSON array of
-  `{"name": ..., "arguments": {...}}`, optionally followed by `"id": "<9 alphanumerics>"` (the
-  order in which Nemo's prompt re-encodes calls). Each tool's `parameters` schema constrains its
-  `arguments` (whether or not the tool is `strict`; a tool without parameters takes `{}`).
-  The call wrapper is written in lark (not one big schema) so that each tool's `$ref`s resolve
-  against its own `parameters`.
+- Whitespace between JSON tokens is bounded: each gap is empty, one space, or one line break
+  followed by at most 16 spaces or tabs (`WS_MAX_INDENT`): compact, `json.dumps` and
+  pretty-printed documents all fit, and no gap can take more than a couple of tokens, so a model
+  cannot spend its tokens on whitespace (termination comes from the grammar, whatever the model
+  prefers). The document starts at its first character (no leading whitespace) and ends at its
+  last (EOS is then the only choice).
+- Tool calls use Nemo's v3 format exactly as mistral-common writes it when it re-encodes a call:
+  the control token `[TOOL_CALLS]` (id 9) then `[{"name": "N", "arguments": {...}}, ...]`, each
+  call optionally ending with `, "id": "<9 alphanumerics>"`, with `json.dumps`'s separators
+  (`", "` and `": "`) and no other whitespace, in the wrapper and in the arguments alike. Each
+  tool's `parameters` schema constrains its `arguments` (whether or not the tool is `strict`; a
+  tool without parameters takes `{}`). The call wrapper is written in lark (not one big schema) so
+  that each tool's `$ref`s resolve against its own `parameters`.
+- Grammar failures are errors, never a normal-looking stop: a grammar that llguidance compiles but
+  cannot run (a schema that only refers to itself; one too large for its parser's limits) is
+  found by probing its first steps when it is compiled (`GrammarError`, a 400 in the server); a
+  failure later in generation raises `GrammarError` from `Constraint` (before any mask is built
+  from a matcher in error, which would allow only EOS). Messages are one short line: llguidance's
+  error text carries a dump of its state, which never reaches a client.
 - tool_choice: `auto` -> optional text, then optionally `[TOOL_CALLS]` and calls; `none` -> text
   only (`[TOOL_CALLS]` masked); `required` (alias `any`) -> `[TOOL_CALLS]` and at least one call,
   no text; `{"type": "function", "function": {"name": N}}` -> like required, calls to N only.
@@ -32,8 +41,10 @@ Decisions (SAMPLING-SPEC "Structured outputs and tools"):
 - `grammar_for_request` combines a response format with tools: tool_choice `auto` with a JSON
   response format allows either the JSON document or the calls.
 
-Grammars are compiled once per distinct text (an LRU of pristine matchers, deep-copied per
-Constraint) and the llguidance tokenizer is built once per Tokenizer (0.5 s). llguidance and
+Grammars are compiled once per distinct text (an LRU of pristine matchers keyed by the text's
+SHA-256, bounded in count and in bytes of grammar text; each Constraint deep-copies one) and the
+llguidance tokenizer is built once per Tokenizer (0.5 s). A schema's JSON text may have at most
+`MAX_SCHEMA_CHARS` characters. llguidance and
 mistral-common are imported lazily: `import nemo_ref` needs neither.
 """
 
@@ -53,7 +64,9 @@ import numpy as np
 import torch
 
 __all__ = [
+    "MAX_SCHEMA_CHARS",
     "WS_MAX_INDENT",
+    "BoundedLRU",
     "Constraint",
     "GrammarError",
     "grammar_for_request",
@@ -65,10 +78,14 @@ __all__ = [
 
 TOOL_CALLS_ID = 9  # `[TOOL_CALLS]` in Tekken v3
 WS_MAX_INDENT = 16
-# One gap of whitespace between JSON tokens: at most one line break, then <= 16 spaces/tabs.
-_JSON_WS = rf"(\r?\n)?[ \t]{{0,{WS_MAX_INDENT}}}"
-# The same inside lark (a lexeme may not be empty, so it is used as `WS?`).
-_LARK_WS = rf"/[ \t]{{1,{WS_MAX_INDENT}}}|\r?\n[ \t]{{0,{WS_MAX_INDENT}}}/"
+# One gap of whitespace between JSON tokens: nothing, one space, or a line break and an indent.
+_JSON_WS = rf"( |\r?\n[ \t]{{0,{WS_MAX_INDENT}}})?"
+# mistral-common's serialisation of tool calls (json.dumps defaults): no other whitespace.
+_CANONICAL = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+MAX_SCHEMA_CHARS = 256 * 1024  # one schema's JSON text; bounds compile time and cache memory
+_ERROR_CHARS = 200  # llguidance errors are cut to this (their full text dumps parser state)
+_PROBE_TOKENS = 8  # first tokens tried on a freshly compiled grammar (see _probe)
+_EMBED_LINE = re.compile(r"^\w+: (%json .*)$", re.MULTILINE)
 _FUNCTION_NAME_RE = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 _ALNUM = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -99,21 +116,31 @@ def _llg():
     return llguidance
 
 
-def _with_ws(schema: dict) -> dict:
-    """The schema with our x-guidance options: bounded whitespace, unknown keywords rejected."""
+def _with_ws(schema: dict, canonical: bool = False) -> dict:
+    """The schema with our x-guidance options: bounded (or canonical) whitespace, unknown
+    keywords rejected."""
     xg = dict(schema.get("x-guidance") or {})
-    xg.update(whitespace_flexible=True, whitespace_pattern=_JSON_WS, lenient=False)
+    if canonical:
+        xg.pop("whitespace_pattern", None)
+        xg.update(_CANONICAL)
+    else:
+        xg.update(whitespace_flexible=True, whitespace_pattern=_JSON_WS)
+    xg["lenient"] = False
     return {**schema, "x-guidance": xg}
 
 
-def _json_embed(schema: Any, param: str, what: str) -> str:
+def _json_embed(schema: Any, param: str, what: str, canonical: bool = False) -> str:
     """`%json {...}` text for a schema, checked by llguidance's compiler."""
     if not isinstance(schema, Mapping):
         raise GrammarError(f"{what} must be a JSON object", param)
     try:
-        text = json.dumps(_with_ws(dict(schema)), ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as e:
-        raise GrammarError(f"{what} is not valid JSON: {e}", param) from e
+        text = json.dumps(_with_ws(dict(schema), canonical), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as e:
+        raise GrammarError(f"{what} is not valid JSON: {_first_line(str(e))}", param) from None
+    if len(text) > MAX_SCHEMA_CHARS:
+        raise GrammarError(
+            f"{what} is {len(text)} characters of JSON; at most {MAX_SCHEMA_CHARS} are accepted", param
+        )
     embed = "%json " + text
     err = _llg().LLMatcher.validate_grammar("start: " + embed)
     if err:
@@ -122,8 +149,10 @@ def _json_embed(schema: Any, param: str, what: str) -> str:
 
 
 def _first_line(err: str) -> str:
+    """llguidance's error, short: its first line (the rest is a dump of the parser's state)."""
     line = err.strip().splitlines()[0] if err.strip() else "invalid"
-    return re.sub(r"^at \d+\(\d+\): ", "", line)
+    line = re.sub(r"^at \d+\(\d+\): ", "", line)
+    return line if len(line) <= _ERROR_CHARS else line[: _ERROR_CHARS - 3] + "..."
 
 
 def _response_schema(response_format: Any) -> dict | None:
@@ -222,18 +251,13 @@ def _tool_functions(tools: Any) -> list[tuple[str, dict]]:
 
 def _calls_rules(functions: list[tuple[str, dict]], parallel: bool) -> list[str]:
     """Lark rules for `calls`: the JSON array that follows `[TOOL_CALLS]`."""
-    rules = []
-    if parallel:
-        rules.append('calls: "[" WS? call (WS? "," WS? call)* WS? "]"')
-    else:
-        rules.append('calls: "[" WS? call WS? "]"')
+    rules = ['calls: "[" call (", " call)* "]"' if parallel else 'calls: "[" call "]"']
     rules.append("call: " + " | ".join(f"call_{i}" for i in range(len(functions))))
     for i, (name, params) in enumerate(functions):
-        embed = _json_embed(params, "tools", f"parameters of tool {name!r}")
+        embed = _json_embed(params, "tools", f"parameters of tool {name!r}", canonical=True)
         rules.append(
-            f'call_{i}: "{{" WS? "\\"name\\"" WS? ":" WS? "\\"{name}\\"" WS? "," WS? '
-            f'"\\"arguments\\"" WS? ":" WS? args_{i} '
-            '(WS? "," WS? "\\"id\\"" WS? ":" WS? CALL_ID)? WS? "}"'
+            f'call_{i}: "{{\\"name\\": \\"{name}\\", \\"arguments\\": " args_{i} '
+            '(", \\"id\\": " CALL_ID)? "}"'
         )
         rules.append(f"args_{i}: {embed}")
     rules.append('CALL_ID: /"[a-zA-Z0-9]{9}"/')
@@ -289,7 +313,6 @@ def grammar_for_request(
         lines.append(f"start: TEXT? ({calls})?")
     if mode != "none":
         lines += _calls_rules(functions, parallel_tool_calls)
-        lines.append(f"WS: {_LARK_WS}")
     lines += content_rules
     return "\n".join(lines) + "\n"
 
@@ -312,8 +335,55 @@ def tool_grammar(
 
 _lock = threading.Lock()
 _llg_tokenizers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_GRAMMAR_CACHE_SIZE = 64
-_grammars: OrderedDict[tuple[int, str], Any] = OrderedDict()
+
+
+class BoundedLRU:
+    """A thread-safe LRU bounded by entry count and by the bytes its callers say each entry costs.
+
+    Keys are digests (a client's 5 MB schema is never a key); ``size`` is the caller's measure of
+    what an entry holds (the grammar text's length: a compiled matcher grows with it).
+    """
+
+    def __init__(self, max_entries: int, max_bytes: int):
+        self.max_entries, self.max_bytes = max_entries, max_bytes
+        self._items: OrderedDict[Any, tuple[Any, int]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> Any:
+        with self._lock:
+            item = self._items.get(key)
+            if item is None:
+                return None
+            self._items.move_to_end(key)
+            return item[0]
+
+    def put(self, key: Any, value: Any, size: int) -> None:
+        if size > self.max_bytes:
+            return  # never cached: it would evict everything else
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self._bytes -= old[1]
+            self._items[key] = (value, size)
+            self._bytes += size
+            while len(self._items) > self.max_entries or self._bytes > self.max_bytes:
+                _, (_, freed) = self._items.popitem(last=False)
+                self._bytes -= freed
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+_grammars = BoundedLRU(max_entries=64, max_bytes=32 * 2**20)  # pristine matchers
+
+
+def digest(text: str) -> bytes:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
 
 
 def _llg_tokenizer(tokenizer: Any) -> Any:
@@ -328,21 +398,60 @@ def _llg_tokenizer(tokenizer: Any) -> Any:
         return lt
 
 
-def _pristine_matcher(lt: Any, grammar: str) -> Any:
-    """A compiled, unused matcher for (tokenizer, grammar); callers deep-copy it."""
-    key = (id(lt), grammar)
-    with _lock:
-        m = _grammars.get(key)
-        if m is not None:
-            _grammars.move_to_end(key)
-            return m
+def _fill(matcher: Any, words: np.ndarray) -> None:
+    """The next-token bitmask, or GrammarError: a matcher in error fills a mask that allows only
+    EOS, which would end the output as if it were complete."""
+    from llguidance.numpy import fill_next_token_bitmask
+
+    if not matcher.is_error():
+        fill_next_token_bitmask(matcher, words)
+    if matcher.is_error():
+        raise GrammarError(_failure(matcher.get_error()))
+
+
+def _failure(err: str) -> str:
+    reason = _first_line(err)
+    if reason == "NoExtensionBias":  # llguidance: no token can ever extend the output
+        return "the grammar admits no output (e.g. a schema that only refers to itself)"
+    return f"the grammar cannot be enforced: {reason}"
+
+
+def _probe(matcher: Any, n_vocab: int, eos: int) -> None:
+    """Run a fresh matcher's first steps, so that a grammar llguidance compiles but cannot run
+    fails now rather than in generation: one that admits no document at all (a schema that only
+    refers to itself), one whose first tokens already exceed the parser's limits (hundreds of
+    optional properties). The first mask, then up to _PROBE_TOKENS allowed tokens spread over
+    the vocabulary, each consumed by a copy that must then still produce a mask."""
+    words = np.zeros((1, (n_vocab + 31) // 32), dtype=np.int32)
+    _fill(matcher, words)
+    allowed = np.flatnonzero(np.unpackbits(words.view(np.uint8), bitorder="little")[:n_vocab])
+    if allowed.size == 0 or (allowed.size == 1 and allowed[0] == eos and not matcher.is_accepting()):
+        raise GrammarError("the grammar allows no output")
+    for t in allowed[np.linspace(0, allowed.size - 1, min(_PROBE_TOKENS, allowed.size)).astype(int)]:
+        if int(t) == eos:
+            continue
+        m = matcher.deep_copy()
+        if not m.consume_token(int(t)):
+            raise GrammarError(_failure(m.get_error()))
+        _fill(m, words)
+
+
+def _pristine_matcher(lt: Any, grammar: str, eos: int) -> Any:
+    """A compiled, probed, unused matcher for (tokenizer, grammar); callers deep-copy it."""
+    key = (id(lt), digest(grammar))
+    m = _grammars.get(key)
+    if m is not None:
+        return m
     m = _llg().LLMatcher(lt, grammar, log_level=0)
     if m.is_error():
-        raise GrammarError(f"grammar does not compile: {_first_line(m.get_error())}")
-    with _lock:
-        _grammars[key] = m
-        while len(_grammars) > _GRAMMAR_CACHE_SIZE:
-            _grammars.popitem(last=False)
+        raise GrammarError(f"the grammar does not compile: {_first_line(m.get_error())}")
+    _probe(m, lt.vocab_size, eos)
+    # A schema embedded deeper (a tool's arguments) is reached only after the tokens before it:
+    # each is probed as a grammar of its own (our grammars put every %json embed on one line).
+    for embed in _EMBED_LINE.findall(grammar):
+        if f"start: {embed}\n" != grammar:
+            _pristine_matcher(lt, f"start: {embed}\n", eos)
+    _grammars.put(key, m, len(grammar))
     return m
 
 
@@ -353,6 +462,7 @@ class Constraint:
     allowed token, if exactly one), then `consume(token)` with the token actually sampled.
     EOS is allowed only when `is_accepting()`; once `is_done()` (the grammar can take nothing
     more), EOS is the only allowed token. Consuming EOS is allowed in an accepting state.
+    A grammar that fails (at compile time, when probed, or later) raises `GrammarError`.
 
     Construction is cheap after the first use of a grammar text (compiled grammars are cached
     and deep-copied); the llguidance tokenizer is built once per Tokenizer.
@@ -365,17 +475,13 @@ class Constraint:
         self.grammar = grammar
         self.vocab_size = int(tokenizer.vocab_size)
         lt = _llg_tokenizer(tokenizer)
-        self._matcher = _pristine_matcher(lt, grammar).deep_copy()
+        self._matcher = _pristine_matcher(lt, grammar, tokenizer.eos_id).deep_copy()
         self._words = np.zeros((1, (lt.vocab_size + 31) // 32), dtype=np.int32)
         self._allowed: np.ndarray | None = None  # cached mask for the current state
 
     def _mask(self) -> np.ndarray:
         if self._allowed is None:
-            from llguidance.numpy import fill_next_token_bitmask
-
-            if self._matcher.is_error():
-                raise RuntimeError(f"grammar matcher failed: {self._matcher.get_error()}")
-            fill_next_token_bitmask(self._matcher, self._words)
+            _fill(self._matcher, self._words)
             # bit b of int32 word w is token 32*w + b: little-endian bytes, little bit order.
             bits = np.unpackbits(self._words.view(np.uint8), bitorder="little")
             self._allowed = bits[: self.vocab_size].view(np.bool_)
@@ -396,13 +502,14 @@ class Constraint:
         return int(nz[0]) if nz.size == 1 else None
 
     def consume(self, token_id: int) -> None:
-        """Advance past the sampled token. A token the grammar forbids raises ValueError."""
+        """Advance past the sampled token. A token the grammar forbids raises ValueError; a
+        grammar that fails here raises GrammarError (a ValueError too)."""
         t = int(token_id)
         if self._allowed is not None and not (0 <= t < self.vocab_size and self._allowed[t]):
             raise ValueError(f"token {t} is not allowed by the grammar here")
         self._allowed = None
         if not self._matcher.consume_token(t):
-            raise ValueError(f"token {t} rejected by the grammar: {self._matcher.get_error()}")
+            raise GrammarError(f"token {t} rejected by the grammar: {_first_line(self._matcher.get_error())}")
 
     def is_accepting(self) -> bool:
         """True when the output so far is complete (EOS may follow)."""
