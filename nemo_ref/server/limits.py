@@ -38,6 +38,11 @@ MAX_DETOKENIZE_IDS = 262_144
 DEFAULT_MAX_REQUEST_BYTES = 4 * 2**20
 DEFAULT_MAX_QUEUE = 64
 DEFAULT_MAX_REQUEST_TOKENS = 16_384
+# Connections (connections.py; here so that the command's --help needs no uvicorn)
+HEADER_TIMEOUT_S = 10.0
+DEFAULT_MAX_CONNECTIONS = 1024
+DEFAULT_LIMIT_CONCURRENCY = 512
+KEEP_ALIVE_S = 5
 
 
 @dataclass(frozen=True)
