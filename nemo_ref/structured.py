@@ -116,6 +116,46 @@ def _llg():
     return llguidance
 
 
+_OPEN_KEYWORDS = ("additionalProperties", "patternProperties", "unevaluatedProperties", "allOf", "anyOf")
+_OPEN_KEYWORDS += ("oneOf", "$ref", "if")
+_SCHEMA_MAPS = ("properties", "$defs", "definitions", "patternProperties")
+_SCHEMA_LISTS = ("anyOf", "oneOf", "prefixItems")
+
+
+def _closed(schema: Any) -> Any:
+    """The schema with `additionalProperties: false` on every object that lists `properties` and
+    says nothing about other keys (and is not composed with allOf/anyOf/oneOf/$ref/if).
+
+    JSON Schema lets such an object take any other key; a model that never stops writing keys
+    never ends the document (a random model always does that). Described properties only, as
+    xgrammar's strict mode and OpenAI's strict outputs do. A schema using allOf anywhere is left
+    as it is: closing a branch would forbid the properties of the others.
+    """
+    if not isinstance(schema, Mapping):
+        return schema
+    out = dict(schema)
+    if isinstance(out.get("properties"), Mapping) and not any(k in out for k in _OPEN_KEYWORDS):
+        out["additionalProperties"] = False
+    for key in _SCHEMA_MAPS:
+        if isinstance(out.get(key), Mapping):
+            out[key] = {k: _closed(v) for k, v in out[key].items()}
+    for key in _SCHEMA_LISTS:
+        if isinstance(out.get(key), list):
+            out[key] = [_closed(v) for v in out[key]]
+    for key in ("items", "additionalProperties"):
+        if isinstance(out.get(key), Mapping):
+            out[key] = _closed(out[key])
+    return out
+
+
+def _uses_all_of(value: Any) -> bool:
+    if isinstance(value, Mapping):
+        return "allOf" in value or any(_uses_all_of(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_uses_all_of(v) for v in value)
+    return False
+
+
 def _with_ws(schema: dict, canonical: bool = False) -> dict:
     """The schema with our x-guidance options: bounded (or canonical) whitespace, unknown
     keywords rejected."""
@@ -134,6 +174,8 @@ def _json_embed(schema: Any, param: str, what: str, canonical: bool = False) -> 
     if not isinstance(schema, Mapping):
         raise GrammarError(f"{what} must be a JSON object", param)
     try:
+        if not _uses_all_of(schema):
+            schema = _closed(schema)
         text = json.dumps(_with_ws(dict(schema), canonical), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError, RecursionError) as e:
         raise GrammarError(f"{what} is not valid JSON: {_first_line(str(e))}", param) from None
