@@ -75,8 +75,10 @@ class ServerState:
         max_model_len: int | None,
         sampler: str | None,
         limits: Limits | None = None,
+        prefill_chunk: int | None = None,
     ):
         self.model_name = model_name
+        self.prefill_chunk = prefill_chunk
         self.limits = limits or Limits()
         self.prompt_chars = 0  # set with the tokenizer: longer texts cannot fit (limits.py)
         self.max_batch = max_batch
@@ -97,7 +99,8 @@ class ServerState:
         context = model.args.max_seq_len
         if self.max_model_len is not None:
             context = min(context, self.max_model_len)
-        engine = Engine(model, max_batch=self.max_batch, max_len=context, sampler=self.sampler)
+        chunk = {} if self.prefill_chunk is None else {"prefill_chunk": self.prefill_chunk}
+        engine = Engine(model, max_batch=self.max_batch, max_len=context, sampler=self.sampler, **chunk)
         _warm_structured(tokenizer)
         longest = max(len(tokenizer.token_bytes(i)) for i in range(tokenizer.n_special, tokenizer.vocab_size))
         self.prompt_chars = prompt_chars_cap(context, longest)
@@ -310,11 +313,13 @@ def create_app(
     loader: Loader | None = None,
     on_load_error: Callable[[BaseException], None] | None = None,
     limits: Limits | None = None,
+    prefill_chunk: int | None = None,
 ) -> FastAPI:
     """The OpenAI-compatible app around ``model`` (or around what ``loader`` returns, loaded in a
     background thread at startup; ``on_load_error`` is called if that fails). ``notice``: the
     random-weights notice (default: a generic one when ``model.random_weights`` is set).
     ``sampler``: "torch" | "triton" (default: triton on CUDA). ``limits``: limits.py.
+    ``prefill_chunk``: prompt tokens per engine step (default: the engine's; see engine.py).
     """
     if (model is None) == (loader is None):
         raise ValueError("create_app needs a model and tokenizer, or a loader (not both)")
@@ -324,6 +329,7 @@ def create_app(
         max_model_len=max_model_len,
         sampler=sampler,
         limits=limits,
+        prefill_chunk=prefill_chunk,
     )
     if model is not None:
         if tokenizer is None:

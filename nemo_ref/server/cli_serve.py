@@ -40,6 +40,12 @@ def add_serve_command(subparsers) -> None:
         help="the name clients pass as `model` (default: the checkpoint directory's name, else the preset)",
     )
     p.add_argument("--sampler", choices=("torch", "triton"), default=None, help="default: triton on CUDA")
+    p.add_argument(
+        "--prefill-chunk",
+        type=int,
+        default=None,
+        help="prompt tokens prefilled per engine step, between decode steps (default: 512)",
+    )
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     _add_limit_args(p)
     add_model_args(p)
@@ -126,6 +132,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.max_batch < 1:
         print("error: --max-batch must be >= 1", file=sys.stderr)
         return 2
+    if args.prefill_chunk is not None and args.prefill_chunk < 1:
+        print("error: --prefill-chunk must be >= 1", file=sys.stderr)
+        return 2
     if args.max_model_len is not None and args.max_model_len < 2:
         print("error: --max-model-len must be >= 2", file=sys.stderr)
         return 2
@@ -162,6 +171,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_model_len=max_len,
         sampler=args.sampler,
         limits=limits,
+        prefill_chunk=args.prefill_chunk,
     )
     auth = "API key required" if limits.api_key else "no API key: anyone who can connect may use it"
     print(
