@@ -77,8 +77,12 @@ def text_chars(value: Any) -> int:
 # ---- the guard ----------------------------------------------------------------------------------
 
 
-def _error(message: str, status: int, param: str | None = None, type_: str = "invalid_request_error"):
-    return status, {"error": {"message": message, "type": type_, "param": param, "code": None}}
+Refusal = tuple[int, dict, list[tuple[bytes, bytes]]]  # status, OpenAI error body, extra headers
+
+
+def _error(message: str, status: int, param: str | None = None, headers=()) -> Refusal:
+    body = {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": None}}
+    return status, body, list(headers)
 
 
 class Guard:
@@ -114,7 +118,7 @@ class Guard:
 
         await self.app(scope, replay, send)
 
-    def _refuse(self, scope: dict, headers: dict[str, str]) -> tuple | None:
+    def _refuse(self, scope: dict, headers: dict[str, str]) -> Refusal | None:
         if self._hosts is not None:
             host = headers.get("host", "")
             name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
@@ -124,7 +128,8 @@ class Guard:
             scheme, _, token = headers.get("authorization", "").partition(" ")
             # compare_digest: the time taken does not depend on how much of the key was right
             if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self._key):
-                return (*_error("a valid API key is required: Authorization: Bearer <key>", 401), True)
+                message = "a valid API key is required: Authorization: Bearer <key>"
+                return _error(message, 401, headers=[(b"www-authenticate", b"Bearer")])
         if scope["method"] == "POST":
             kind = headers.get("content-type", "").split(";")[0].strip().lower()
             if kind != "application/json":
@@ -134,10 +139,12 @@ class Guard:
 
     async def _read_body(self, scope, headers, receive, send) -> bytes | None:
         cap = self.limits.max_request_bytes
-        too_big = _error(f"the request body exceeds the server's limit of {cap} bytes", 413, "body")
+        # The rest of a refused body is not read: the connection cannot be reused.
+        close = [(b"connection", b"close")]
+        too_big = _error(f"the request body exceeds the server's limit of {cap} bytes", 413, "body", close)
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > cap:
-            await _respond(send, *too_big, close=True)
+            await _respond(send, *too_big)
             return None
         chunks, size = [], 0
         loop = asyncio.get_running_loop()
@@ -146,9 +153,7 @@ class Guard:
             try:
                 message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
             except asyncio.TimeoutError:
-                await _respond(
-                    send, *_error("the request body did not arrive in time", 408, "body"), close=True
-                )
+                await _respond(send, *_error("the request body did not arrive in time", 408, "body", close))
                 return None
             if message["type"] == "http.disconnect":
                 client = scope.get("client") or ("?", 0)
@@ -164,19 +169,15 @@ class Guard:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > cap:
-                await _respond(send, *too_big, close=True)
+                await _respond(send, *too_big)
                 return None
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
 
 
-async def _respond(send, status: int, body: dict, auth: bool = False, close: bool = False) -> None:
+async def _respond(send, status: int, body: dict, extra: list[tuple[bytes, bytes]]) -> None:
     payload = json.dumps(body).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
-    if auth:
-        headers.append((b"www-authenticate", b"Bearer"))
-    if close:  # the rest of the body is not read: the connection cannot be reused
-        headers.append((b"connection", b"close"))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.start", "status": status, "headers": headers + extra})
     await send({"type": "http.response.body", "body": payload})
