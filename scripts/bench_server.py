@@ -288,7 +288,7 @@ def prefill_gap(args: argparse.Namespace) -> int:
         "consecutive token chunks of the running stream, from the arrivals until the last long request "
         f"answered. `--prefill-chunk {args.max_model_len}` (the context) is the schedule without chunking "
         "(each prompt prefilled whole between two decode steps, as before issue 15). Produced by "
-        f"`python scripts/bench_server.py --prefill-gap --preset {cfg['preset']}` on {report['date']}.",
+        f"`python scripts/bench_server.py {' '.join(sys.argv[1:])}` on {report['date']}.",
         "",
         f"Machine: {m['cpu']}, {m['usable_cpus']} usable CPUs (torch threads {m['torch_threads']}), "
         f"{m['platform']}, Python {m['python']}, torch {m['torch']}. No GPU. Shared with other work: "

@@ -59,7 +59,7 @@ def test_serve_end_to_end():
             seen.add(r.status_code)
             if r.status_code == 200:
                 break
-            assert r.status_code == 503 and r.json()["status"] == "loading"
+            assert r.status_code == 503 and r.json()["status"] == "loading", (r.status_code, r.text[:500])
             time.sleep(0.1)
         assert 200 in seen
         with pytest.raises(openai.AuthenticationError):
