@@ -5,6 +5,7 @@ the code before the fix (the before/after figures: benchmarks/server-hardening.m
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import socket
@@ -310,3 +311,50 @@ def test_aborted_upload_is_one_log_line(server, caplog):
     lines = [r for r in caplog.records if r.name.startswith(("nemo_ref", "uvicorn"))]
     assert len(lines) == 1 and "went away while uploading" in lines[0].getMessage(), caplog.text[:2000]
     assert lines[0].exc_info is None
+
+
+def test_a_body_that_never_arrives_gets_408():
+    from nemo_ref.server.limits import Guard, Limits
+
+    async def app(scope, receive, send):  # never reached
+        raise AssertionError("the app ran without a body")
+
+    async def receive():
+        await asyncio.sleep(60)
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/chat/completions",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"10")],
+    }
+    asyncio.run(asyncio.wait_for(Guard(app, Limits(body_timeout_s=0.2))(scope, receive, send), 10))
+    assert sent[0]["status"] == 408 and (b"connection", b"close") in sent[0]["headers"]
+
+
+def test_connections_beyond_the_cap_are_closed():
+    from unittest import mock
+
+    from uvicorn.server import ServerState
+
+    from nemo_ref.server.connections import uvicorn_config
+
+    async def app(scope, receive, send):
+        pass
+
+    async def run():
+        config = uvicorn_config(app, max_connections=2)
+        config.load()
+        state = ServerState()
+        transports = [mock.MagicMock() for _ in range(3)]
+        for t in transports:
+            t.get_extra_info.return_value = None
+            config.http_protocol_class(config, state, {}).connection_made(t)
+        return [t.close.called for t in transports]
+
+    assert asyncio.run(run()) == [False, False, True]
