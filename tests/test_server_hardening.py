@@ -348,7 +348,7 @@ def test_connections_beyond_the_cap_are_closed():
         pass
 
     async def run():
-        config = uvicorn_config(app, max_connections=2)
+        config = uvicorn_config(app, max_connections=2, log_level="warning")  # (logging is global)
         config.load()
         state = ServerState()
         transports = [mock.MagicMock() for _ in range(3)]
