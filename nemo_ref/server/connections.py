@@ -6,7 +6,8 @@ and waits is kept forever, and 20,000 of them exhaust the process's file descrip
 - ``HEADER_TIMEOUT_S``: a connection must send a request's complete headers within this time
   of connecting (or of its previous response); otherwise it is closed. The body has its own
   deadline (limits.Guard, ``body_timeout_s``);
-- ``max_connections``: connections beyond it are closed as soon as they are accepted;
+- ``max_connections``: connections beyond it are closed as soon as they are accepted (never more
+  than the process's file-descriptor limit allows, less a reserve for the model's own files);
 - ``limit_concurrency``: uvicorn answers 503 to requests beyond it;
 - ``timeout_keep_alive``: an idle keep-alive connection is closed after it.
 """
@@ -48,6 +49,16 @@ class BoundedH11Protocol(H11Protocol):
             self.transport.close()
 
 
+def _descriptor_budget(reserve: int = 64) -> int:
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, ValueError, OSError):  # no such limit here (Windows)
+        return 1 << 30
+    return (1 << 30) if soft == resource.RLIM_INFINITY else max(1, soft - reserve)
+
+
 def protocol_class(header_timeout_s: float, max_connections: int) -> type[BoundedH11Protocol]:
     return type(
         "BoundedH11Protocol",
@@ -70,6 +81,7 @@ def uvicorn_config(
     """A ``uvicorn.Config`` with the bounds above (``kw`` goes to uvicorn.Config)."""
     import uvicorn
 
+    max_connections = min(max_connections, _descriptor_budget())
     return uvicorn.Config(
         app,
         host=host,
