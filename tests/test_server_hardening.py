@@ -200,16 +200,22 @@ def test_allowed_hosts(guarded):
 
 def test_body_size_limit(guarded, server):
     # Before: a 100 MB body in an ignored field was read whole and accepted.
-    body = {
-        "model": "m",
-        "messages": [{"role": "user", "content": "hi"}],
-        "max_tokens": 2,
-        "user": "u" * 5000,
-    }
-    r = guarded.post("/v1/chat/completions", headers=KEY, json=body)
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}], "user": "u" * 5000})
+    headers = {**KEY, "content-type": "application/json"}
+    r = guarded.post("/v1/chat/completions", headers=headers, content=body)  # Content-Length: refused unread
     assert r.status_code == 413 and r.json()["error"]["param"] == "body"
-    big = {**CHAT, "user": "u" * (5 * 2**20)}  # over the default limit (4 MiB)
-    assert _post(server, "/v1/chat/completions", big).status_code == 413
+    chunks = (
+        body[i : i + 1000].encode() for i in range(0, len(body), 1000)
+    )  # no length: counted as it comes
+    r = guarded.post("/v1/chat/completions", headers=headers, content=chunks)
+    assert r.status_code == 413 and r.json()["error"]["param"] == "body"
+    # The real server, default limit (4 MiB): a larger declared body is refused before it is sent.
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % (5 * 2**20)
+        )
+        assert s.recv(100).startswith(b"HTTP/1.1 413 ")
 
 
 # ---- 3, 4: bounded memory and a free event loop ---------------------------------------------------

@@ -23,11 +23,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..constraint import BoundedLRU, GrammarError, digest  # llguidance itself is imported lazily
 from ..engine import Engine, QueueFull, Request
 from ..generate import make_sequences
 from ..sampling.params import ParamError
 from ..sequence import TOOL_CALLS_ID, Delta, Sequence
-from ..structured import BoundedLRU, GrammarError, digest  # llguidance itself is imported lazily
 
 POLL_S = 0.1  # how often a waiting handler checks for engine failure and client disconnects
 RETRY_AFTER_S = 1  # what a 429 suggests: rows free up every few decode steps
