@@ -1,9 +1,16 @@
 """Continuous batching: every sequence in flight is decoded together, one token per step.
 
 The KV cache has ``max_batch`` rows ("slots"). A request's choices take free slots when they arrive
-(prefill, chunked), then join the next decode step; a finished or cancelled sequence frees its slot
-at once. Each row keeps its own position, sampling parameters, seed, constraint and stop strings;
-the counter-based RNG makes a seeded choice produce the same tokens whatever else shares the batch.
+(first come, first served), then join the decode steps; a finished or cancelled sequence frees its
+slot at once, and a cancelled request still waiting leaves the queue at once. Each row keeps its
+own position, sampling parameters, seed, constraint and stop strings; the counter-based RNG makes
+a seeded choice produce the same tokens whatever else shares the batch.
+
+Chunked prefill: a prompt is prefilled ``prefill_chunk`` tokens at a time, and every engine step
+runs at most about that many prompt tokens before its decode step, so a running stream waits at
+most one chunk's forward pass between two tokens however many long prompts arrive. A chunk always
+starts at a multiple of ``prefill_chunk`` in its prompt: the logits do not depend on what else was
+being prefilled (seeded requests reproduce whatever shares the engine).
 
 ``generate()`` and ``stream()`` drive an engine synchronously; the server runs one in a thread.
 """
@@ -20,7 +27,11 @@ import torch
 
 from .sequence import Delta, Sequence
 
-PREFILL_CHUNK = 1024  # bounds the attention mask and activations of a long prompt
+PREFILL_CHUNK = 512  # prompt tokens per engine step: bounds a running stream's inter-token gap
+
+
+class QueueFull(RuntimeError):
+    """``submit(max_waiting=...)`` found that many requests already waiting for rows."""
 
 
 @dataclass(eq=False)
@@ -41,6 +52,15 @@ class Request:
         return self._done.wait(timeout)
 
 
+@dataclass(eq=False)
+class _Prefill:
+    """A request holding rows while its prompt is prefilled into the first of them."""
+
+    req: Request
+    slots: list[int]
+    done: int = 0  # prompt positions already in the cache
+
+
 class Engine:
     """Owns the model's KV cache and schedules sequences onto its rows."""
 
@@ -52,6 +72,7 @@ class Engine:
         max_len: int | None = None,
         sampler: str | None = None,
         cuda_graph: bool = False,
+        prefill_chunk: int = PREFILL_CHUNK,
     ):
         self.device = model.tok_embeddings.weight.device
         if sampler is None:  # the fused Triton sampler on a GPU, the torch one elsewhere
@@ -74,6 +95,10 @@ class Engine:
         self._running: dict[int, tuple[Sequence, Request]] = {}  # slot -> sequence
         self._last: dict[int, int] = {}  # slot -> token to feed at the next step
         self._admitted: list[Request] = []  # requests holding slots, until all their choices end
+        self._prefilling: collections.deque[_Prefill] = collections.deque()  # admitted, prompt not done
+        if prefill_chunk < 1:
+            raise ValueError(f"prefill_chunk must be >= 1, got {prefill_chunk}")
+        self.prefill_chunk = prefill_chunk
         self._lock = threading.Lock()
         self._wakeup = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
@@ -85,7 +110,9 @@ class Engine:
 
     # ---- public, thread-safe ----------------------------------------------------------------
 
-    def submit(self, request: Request) -> Request:
+    def submit(self, request: Request, max_waiting: int | None = None) -> Request:
+        """Queue ``request`` for rows. ``max_waiting``: refuse it (QueueFull) when that many
+        requests already wait, so that a burst is told to come back instead of timing out."""
         n = len(request.sequences)
         if n > self.max_batch:
             raise ValueError(f"n={n} choices exceed the engine's {self.max_batch} batch rows")
@@ -96,14 +123,23 @@ class Engine:
                     f"engine's context of {self.max_len} tokens"
                 )
         with self._wakeup:
+            if max_waiting is not None and len(self._waiting) >= max_waiting:
+                raise QueueFull(
+                    f"the server is busy: {len(self._waiting)} requests are already waiting for "
+                    f"{self.max_batch} rows; retry shortly"
+                )
             self._waiting.append(request)
             self._wakeup.notify()
         return request
 
     def cancel(self, request: Request) -> None:
-        """Stop generating ``request``; its slots are freed before the next step."""
+        """Stop generating ``request``; its slots are freed before the next step. A request still
+        waiting leaves the queue at once (it must not hold back the requests behind it)."""
         with self._wakeup:
             request.cancelled = True
+            if request in self._waiting:
+                self._waiting.remove(request)
+                request._done.set()
             self._wakeup.notify()
 
     def start(self) -> None:
@@ -121,16 +157,17 @@ class Engine:
 
     @property
     def load(self) -> tuple[int, int]:
-        """(sequences running, requests waiting)."""
+        """(sequences holding rows, requests waiting): prefilling sequences count as running."""
         with self._lock:
-            return len(self._running), len(self._waiting)
+            prefilling = sum(len(p.slots) for p in self._prefilling)
+            return len(self._running) + prefilling, len(self._waiting)
 
     # ---- the loop -----------------------------------------------------------------------------
 
     def _loop(self) -> None:
         while True:
             with self._wakeup:
-                while not self._stop and not self._waiting and not self._running:
+                while not self._stop and not self._waiting and not self._running and not self._prefilling:
                     self._wakeup.wait()
                 if self._stop:
                     return
@@ -144,7 +181,8 @@ class Engine:
         self._drop_cancelled()
         self._compact()
         logits_by_slot: dict[int, torch.Tensor] = {}
-        self._admit(logits_by_slot)
+        self._admit()
+        self._prefill_step(logits_by_slot)
         # Rows 0..n-1 after compaction (new arrivals sit after them and were sampled from their
         # prefill): the model reads the cache as a view. Positions and rows go as host ints, so
         # the forward never reads a tensor back.
@@ -163,44 +201,62 @@ class Engine:
             for i, s in enumerate(decode_slots):
                 logits_by_slot[s] = logits[i]
         if not logits_by_slot:
-            return bool(self._running)
+            return bool(self._running or self._prefilling)
         self._sample(logits_by_slot)
         return True
 
-    def _admit(self, logits_by_slot: dict[int, torch.Tensor]) -> None:
-        while True:
-            with self._lock:
-                if not self._waiting or len(self._waiting[0].sequences) > len(self._free):
-                    return
+    # ---- scheduling: admission, chunked prefill -------------------------------------------------
+
+    def _admit(self) -> None:
+        """Give free rows to waiting requests, in arrival order (the prompt is prefilled later)."""
+        with self._lock:
+            while self._waiting and len(self._waiting[0].sequences) <= len(self._free):
                 req = self._waiting.popleft()
-                if req.cancelled:
-                    self._finish_request(req)
-                    continue
                 slots = [self._free.pop(0) for _ in req.sequences]
                 self._admitted.append(req)
-            # Prefill the prompt once, then copy its keys/values to the other choices' rows.
+                self._prefilling.append(_Prefill(req, slots))
+
+    def _prefill_step(self, logits_by_slot: dict[int, torch.Tensor]) -> None:
+        """Prefill up to ``prefill_chunk`` prompt tokens (at least one chunk), oldest request first;
+        a request whose prompt is done joins the running rows with its last logits."""
+        budget = self.prefill_chunk
+        while self._prefilling:
+            p = self._prefilling[0]
+            prompt = p.req.sequences[0].prompt
+            end = min(len(prompt), (p.done // self.prefill_chunk + 1) * self.prefill_chunk)
+            if end - p.done > budget:  # never true for the first chunk of a step
+                return
+            budget -= end - p.done
             try:
-                last_logits = self._prefill(req.sequences[0].prompt, slots[0])
+                logits = self._prefill_chunk(prompt, p.slots[0], p.done, end)
             except Exception as e:  # a failed prefill fails only its own request
-                self._fail(req, e)
-                self._clear_rows(slots[0], len(req.sequences[0].prompt))  # what the prefill wrote
-                for slot in slots:
+                self._prefilling.popleft()
+                self._fail(p.req, e)
+                self._clear_rows(p.slots[0], end)  # what the prefill wrote
+                for slot in p.slots:
                     self._release(slot)
-                self._finish_request(req)
+                self._finish_request(p.req)
                 continue
-            n = len(req.sequences[0].prompt)
-            for slot, seq in zip(slots, req.sequences, strict=True):
-                if slot != slots[0]:
-                    self.cache.copy_prefix(slots[0], slot, n)
-                self._running[slot] = (seq, req)
+            p.done = end
+            if end < len(prompt):
+                continue
+            self._prefilling.popleft()
+            self._start_decoding(p, logits, logits_by_slot)
+
+    def _start_decoding(self, p: _Prefill, last_logits: torch.Tensor, logits_by_slot: dict) -> None:
+        """The prompt was prefilled once: copy its keys/values to the other choices' rows."""
+        n = len(p.req.sequences[0].prompt)
+        with self._lock:
+            for slot, seq in zip(p.slots, p.req.sequences, strict=True):
+                if slot != p.slots[0]:
+                    self.cache.copy_prefix(p.slots[0], slot, n)  # (a TP driver mirrors it)
+                self._running[slot] = (seq, p.req)
                 logits_by_slot[slot] = last_logits
 
-    def _prefill(self, prompt: list[int], slot: int) -> torch.Tensor:
-        ids = torch.tensor([prompt], device=self.device)
-        rows = [slot]
-        for start in range(0, len(prompt), PREFILL_CHUNK):
-            chunk = ids[:, start : start + PREFILL_CHUNK]
-            logits = self.model(chunk, start, rows=rows, last_only=True, cache=self.cache)
+    def _prefill_chunk(self, prompt: list[int], slot: int, start: int, end: int) -> torch.Tensor:
+        """Prompt positions [start, end) into ``slot``'s cache rows; the last position's logits."""
+        ids = torch.tensor([prompt[start:end]], device=self.device)
+        logits = self.model(ids, start, rows=[slot], last_only=True, cache=self.cache)
         return logits[0, -1]
 
     def _sample(self, logits_by_slot: dict[int, torch.Tensor]) -> None:
@@ -273,6 +329,10 @@ class Engine:
         self._drop_cancelled()
 
     def _drop_cancelled(self) -> None:
+        for p in [p for p in self._prefilling if p.req.cancelled]:
+            self._prefilling.remove(p)
+            for slot in p.slots:
+                self._release(slot)
         for slot, (_, req) in list(self._running.items()):
             if req.cancelled:
                 self._release(slot)

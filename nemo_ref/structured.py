@@ -11,16 +11,21 @@ Decisions (SAMPLING-SPEC "Structured outputs and tools"):
   "an object"). Enum-only and other type-less schemas are enforced too. Property order follows the
   schema. Schemas using keywords llguidance cannot enforce (`not`, `if`, `uniqueItems`,
   `contains`, unknown formats, ...) are rejected with `GrammarError`, never silently ignored.
-- Whitespace between JSON tokens is flexible but bounded: each gap is at most one line break
-  followed by at most 16 spaces or tabs (`WS_MAX_INDENT`), enough for pretty-printing, too little
-  for a model to loop on whitespace until max_tokens. The document starts at its first
-  character (no leading whitespace) and ends at its last (EOS is then the only choice).
-- Tool calls use Nemo's v3 format: the control token `[TOOL_CALLS]` (id 9) then a JSON array of
-  `{"name": ..., "arguments": {...}}`, optionally followed by `"id": "<9 alphanumerics>"` (the
-  order in which Nemo's prompt re-encodes calls). Each tool's `parameters` schema constrains its
-  `arguments` (whether or not the tool is `strict`; a tool without parameters takes `{}`).
-  The call wrapper is written in lark (not one big schema) so that each tool's `$ref`s resolve
-  against its own `parameters`.
+- Whitespace between JSON tokens is bounded: each gap is empty, one space, or one line break
+  followed by at most 16 spaces or tabs (`WS_MAX_INDENT`): compact, `json.dumps` and
+  pretty-printed documents all fit, and no gap can take more than a couple of tokens, so a model
+  cannot spend its tokens on whitespace (termination comes from the grammar, whatever the model
+  prefers). The document starts at its first character (no leading whitespace) and ends at its
+  last (EOS is then the only choice).
+- Tool calls use Nemo's v3 format exactly as mistral-common writes it when it re-encodes a call:
+  the control token `[TOOL_CALLS]` (id 9) then `[{"name": "N", "arguments": {...}}, ...]`, each
+  call optionally ending with `, "id": "<9 alphanumerics>"`, with `json.dumps`'s separators
+  (`", "` and `": "`) and no other whitespace, in the wrapper and in the arguments alike. Each
+  tool's `parameters` schema constrains its `arguments` (whether or not the tool is `strict`; a
+  tool without parameters takes `{}`). The call wrapper is written in lark (not one big schema) so
+  that each tool's `$ref`s resolve against its own `parameters`.
+- Grammar failures are errors, never a normal-looking stop (nemo_ref/constraint.py): a grammar
+  that compiles but cannot run is found when it is compiled; one that fails later raises.
 - tool_choice: `auto` -> optional text, then optionally `[TOOL_CALLS]` and calls; `none` -> text
   only (`[TOOL_CALLS]` masked); `required` (alias `any`) -> `[TOOL_CALLS]` and at least one call,
   no text; `{"type": "function", "function": {"name": N}}` -> like required, calls to N only.
@@ -32,9 +37,9 @@ Decisions (SAMPLING-SPEC "Structured outputs and tools"):
 - `grammar_for_request` combines a response format with tools: tool_choice `auto` with a JSON
   response format allows either the JSON document or the calls.
 
-Grammars are compiled once per distinct text (an LRU of pristine matchers, deep-copied per
-Constraint) and the llguidance tokenizer is built once per Tokenizer (0.5 s). llguidance and
-mistral-common are imported lazily: `import nemo_ref` needs neither.
+`Constraint` (nemo_ref/constraint.py) runs a grammar for one choice. A schema's JSON text may
+have at most `MAX_SCHEMA_CHARS` characters. llguidance and mistral-common are imported lazily:
+`import nemo_ref` needs neither.
 """
 
 from __future__ import annotations
@@ -43,17 +48,15 @@ import hashlib
 import json
 import re
 import secrets
-import threading
-import weakref
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
-import torch
+from .constraint import BoundedLRU, Constraint, GrammarError, _first_line, _llg
 
 __all__ = [
+    "MAX_SCHEMA_CHARS",
     "WS_MAX_INDENT",
+    "BoundedLRU",
     "Constraint",
     "GrammarError",
     "grammar_for_request",
@@ -65,65 +68,91 @@ __all__ = [
 
 TOOL_CALLS_ID = 9  # `[TOOL_CALLS]` in Tekken v3
 WS_MAX_INDENT = 16
-# One gap of whitespace between JSON tokens: at most one line break, then <= 16 spaces/tabs.
-_JSON_WS = rf"(\r?\n)?[ \t]{{0,{WS_MAX_INDENT}}}"
-# The same inside lark (a lexeme may not be empty, so it is used as `WS?`).
-_LARK_WS = rf"/[ \t]{{1,{WS_MAX_INDENT}}}|\r?\n[ \t]{{0,{WS_MAX_INDENT}}}/"
+# One gap of whitespace between JSON tokens: nothing, one space, or a line break and an indent.
+_JSON_WS = rf"( |\r?\n[ \t]{{0,{WS_MAX_INDENT}}})?"
+# mistral-common's serialisation of tool calls (json.dumps defaults): no other whitespace.
+_CANONICAL = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+MAX_SCHEMA_CHARS = 256 * 1024  # one schema's JSON text; bounds compile time and cache memory
 _FUNCTION_NAME_RE = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 _ALNUM = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-
-
-class GrammarError(ValueError):
-    """A response_format / tools / tool_choice that cannot be turned into a grammar.
-
-    `param` names the request field to blame ("response_format", "tools", "tool_choice",
-    "parallel_tool_calls"); the server answers HTTP 400 with it.
-    """
-
-    def __init__(self, message: str, param: str | None = None):
-        super().__init__(message)
-        self.param = param
 
 
 # --------------------------------------------------------------------------------------------------
 # grammars
 
 
-def _llg():
-    try:
-        import llguidance
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "structured outputs and tools need llguidance: pip install 'nemo_ref[structured]'"
-        ) from e
-    return llguidance
+_OPEN_KEYWORDS = ("additionalProperties", "patternProperties", "unevaluatedProperties", "allOf", "anyOf")
+_OPEN_KEYWORDS += ("oneOf", "$ref", "if")
+_SCHEMA_MAPS = ("properties", "$defs", "definitions", "patternProperties")
+_SCHEMA_LISTS = ("anyOf", "oneOf", "prefixItems")
 
 
-def _with_ws(schema: dict) -> dict:
-    """The schema with our x-guidance options: bounded whitespace, unknown keywords rejected."""
+def _closed(schema: Any) -> Any:
+    """The schema with `additionalProperties: false` on every object that lists `properties` and
+    says nothing about other keys (and is not composed with allOf/anyOf/oneOf/$ref/if).
+
+    JSON Schema lets such an object take any other key; a model that never stops writing keys
+    never ends the document (a random model always does that). Described properties only, as
+    xgrammar's strict mode and OpenAI's strict outputs do. A schema using allOf anywhere is left
+    as it is: closing a branch would forbid the properties of the others.
+    """
+    if not isinstance(schema, Mapping):
+        return schema
+    out = dict(schema)
+    if isinstance(out.get("properties"), Mapping) and not any(k in out for k in _OPEN_KEYWORDS):
+        out["additionalProperties"] = False
+    for key in _SCHEMA_MAPS:
+        if isinstance(out.get(key), Mapping):
+            out[key] = {k: _closed(v) for k, v in out[key].items()}
+    for key in _SCHEMA_LISTS:
+        if isinstance(out.get(key), list):
+            out[key] = [_closed(v) for v in out[key]]
+    for key in ("items", "additionalProperties"):
+        if isinstance(out.get(key), Mapping):
+            out[key] = _closed(out[key])
+    return out
+
+
+def _uses_all_of(value: Any) -> bool:
+    if isinstance(value, Mapping):
+        return "allOf" in value or any(_uses_all_of(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_uses_all_of(v) for v in value)
+    return False
+
+
+def _with_ws(schema: dict, canonical: bool = False) -> dict:
+    """The schema with our x-guidance options: bounded (or canonical) whitespace, unknown
+    keywords rejected."""
     xg = dict(schema.get("x-guidance") or {})
-    xg.update(whitespace_flexible=True, whitespace_pattern=_JSON_WS, lenient=False)
+    if canonical:
+        xg.pop("whitespace_pattern", None)
+        xg.update(_CANONICAL)
+    else:
+        xg.update(whitespace_flexible=True, whitespace_pattern=_JSON_WS)
+    xg["lenient"] = False
     return {**schema, "x-guidance": xg}
 
 
-def _json_embed(schema: Any, param: str, what: str) -> str:
+def _json_embed(schema: Any, param: str, what: str, canonical: bool = False) -> str:
     """`%json {...}` text for a schema, checked by llguidance's compiler."""
     if not isinstance(schema, Mapping):
         raise GrammarError(f"{what} must be a JSON object", param)
     try:
-        text = json.dumps(_with_ws(dict(schema)), ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as e:
-        raise GrammarError(f"{what} is not valid JSON: {e}", param) from e
+        if not _uses_all_of(schema):
+            schema = _closed(schema)
+        text = json.dumps(_with_ws(dict(schema), canonical), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as e:
+        raise GrammarError(f"{what} is not valid JSON: {_first_line(str(e))}", param) from None
+    if len(text) > MAX_SCHEMA_CHARS:
+        raise GrammarError(
+            f"{what} is {len(text)} characters of JSON; at most {MAX_SCHEMA_CHARS} are accepted", param
+        )
     embed = "%json " + text
     err = _llg().LLMatcher.validate_grammar("start: " + embed)
     if err:
         raise GrammarError(f"{what} cannot be enforced: {_first_line(err)}", param)
     return embed
-
-
-def _first_line(err: str) -> str:
-    line = err.strip().splitlines()[0] if err.strip() else "invalid"
-    return re.sub(r"^at \d+\(\d+\): ", "", line)
 
 
 def _response_schema(response_format: Any) -> dict | None:
@@ -222,18 +251,13 @@ def _tool_functions(tools: Any) -> list[tuple[str, dict]]:
 
 def _calls_rules(functions: list[tuple[str, dict]], parallel: bool) -> list[str]:
     """Lark rules for `calls`: the JSON array that follows `[TOOL_CALLS]`."""
-    rules = []
-    if parallel:
-        rules.append('calls: "[" WS? call (WS? "," WS? call)* WS? "]"')
-    else:
-        rules.append('calls: "[" WS? call WS? "]"')
+    rules = ['calls: "[" call (", " call)* "]"' if parallel else 'calls: "[" call "]"']
     rules.append("call: " + " | ".join(f"call_{i}" for i in range(len(functions))))
     for i, (name, params) in enumerate(functions):
-        embed = _json_embed(params, "tools", f"parameters of tool {name!r}")
+        embed = _json_embed(params, "tools", f"parameters of tool {name!r}", canonical=True)
         rules.append(
-            f'call_{i}: "{{" WS? "\\"name\\"" WS? ":" WS? "\\"{name}\\"" WS? "," WS? '
-            f'"\\"arguments\\"" WS? ":" WS? args_{i} '
-            '(WS? "," WS? "\\"id\\"" WS? ":" WS? CALL_ID)? WS? "}"'
+            f'call_{i}: "{{\\"name\\": \\"{name}\\", \\"arguments\\": " args_{i} '
+            '(", \\"id\\": " CALL_ID)? "}"'
         )
         rules.append(f"args_{i}: {embed}")
     rules.append('CALL_ID: /"[a-zA-Z0-9]{9}"/')
@@ -292,7 +316,6 @@ def grammar_for_request(
         lines.append(f"start: TEXT? ({calls})?")
     if mode != "none":
         lines += _calls_rules(functions, parallel_tool_calls)
-        lines.append(f"WS: {_LARK_WS}")
     lines += content_rules
     return "\n".join(lines) + "\n"
 
@@ -308,115 +331,6 @@ def tool_grammar(
     required/named without tools -> GrammarError(param="tool_choice").
     """
     return grammar_for_request(None, tools, tool_choice, parallel_tool_calls)
-
-
-# --------------------------------------------------------------------------------------------------
-# Constraint: one choice's walk through its grammar
-
-_lock = threading.Lock()
-_llg_tokenizers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_GRAMMAR_CACHE_SIZE = 64
-_grammars: OrderedDict[tuple[int, str], Any] = OrderedDict()
-
-
-def _llg_tokenizer(tokenizer: Any) -> Any:
-    """llguidance's view of a tokenizer, built once per Tokenizer (about 0.5 s)."""
-    with _lock:
-        lt = _llg_tokenizers.get(tokenizer)
-        if lt is None:
-            if getattr(tokenizer, "kind", "tekken") == "tekken":
-                from mistral_common.guidance.tokenizer import from_mistral_tokenizer
-
-                lt = from_mistral_tokenizer(tokenizer.mistral)
-            else:  # mistral-common's adapter is Tekken-only; ours for SentencePiece
-                lt = _llg().LLTokenizer(_llg().TokenizerWrapper(tokenizer.llguidance_view()))
-            _llg_tokenizers[tokenizer] = lt
-        return lt
-
-
-def _pristine_matcher(lt: Any, grammar: str) -> Any:
-    """A compiled, unused matcher for (tokenizer, grammar); callers deep-copy it."""
-    key = (id(lt), grammar)
-    with _lock:
-        m = _grammars.get(key)
-        if m is not None:
-            _grammars.move_to_end(key)
-            return m
-    m = _llg().LLMatcher(lt, grammar, log_level=0)
-    if m.is_error():
-        raise GrammarError(f"grammar does not compile: {_first_line(m.get_error())}")
-    with _lock:
-        _grammars[key] = m
-        while len(_grammars) > _GRAMMAR_CACHE_SIZE:
-            _grammars.popitem(last=False)
-    return m
-
-
-class Constraint:
-    """One choice's state in a grammar (wraps `llguidance.LLMatcher`).
-
-    Per step: `allowed()` (bool [vocab_size], True = may be sampled), or `forced()` (the only
-    allowed token, if exactly one), then `consume(token)` with the token actually sampled.
-    EOS is allowed only when `is_accepting()`; once `is_done()` (the grammar can take nothing
-    more), EOS is the only allowed token. Consuming EOS is allowed in an accepting state.
-
-    Construction is cheap after the first use of a grammar text (compiled grammars are cached
-    and deep-copied); the llguidance tokenizer is built once per Tokenizer.
-    """
-
-    def __init__(self, tokenizer: Any, grammar: str):
-        if not isinstance(grammar, str) or not grammar.strip():
-            raise GrammarError("empty grammar")
-        self.tokenizer = tokenizer
-        self.grammar = grammar
-        self.vocab_size = int(tokenizer.vocab_size)
-        lt = _llg_tokenizer(tokenizer)
-        self._matcher = _pristine_matcher(lt, grammar).deep_copy()
-        self._words = np.zeros((1, (lt.vocab_size + 31) // 32), dtype=np.int32)
-        self._allowed: np.ndarray | None = None  # cached mask for the current state
-
-    def _mask(self) -> np.ndarray:
-        if self._allowed is None:
-            from llguidance.numpy import fill_next_token_bitmask
-
-            if self._matcher.is_error():
-                raise RuntimeError(f"grammar matcher failed: {self._matcher.get_error()}")
-            fill_next_token_bitmask(self._matcher, self._words)
-            # bit b of int32 word w is token 32*w + b: little-endian bytes, little bit order.
-            bits = np.unpackbits(self._words.view(np.uint8), bitorder="little")
-            self._allowed = bits[: self.vocab_size].view(np.bool_)
-        return self._allowed
-
-    def allowed(self) -> torch.Tensor:
-        """Bool tensor [vocab_size]: True for the tokens the grammar allows next (a new tensor)."""
-        return torch.from_numpy(self._mask().copy())
-
-    def mask_logits_(self, logits: torch.Tensor) -> torch.Tensor:
-        """Set the logits of forbidden tokens to -inf, in place (last dim = vocab); returns them."""
-        forbid = ~torch.from_numpy(self._mask()).to(logits.device)
-        return logits.masked_fill_(forbid, float("-inf"))
-
-    def forced(self) -> int | None:
-        """The only allowed token if exactly one is allowed, else None."""
-        nz = np.flatnonzero(self._mask())
-        return int(nz[0]) if nz.size == 1 else None
-
-    def consume(self, token_id: int) -> None:
-        """Advance past the sampled token. A token the grammar forbids raises ValueError."""
-        t = int(token_id)
-        if self._allowed is not None and not (0 <= t < self.vocab_size and self._allowed[t]):
-            raise ValueError(f"token {t} is not allowed by the grammar here")
-        self._allowed = None
-        if not self._matcher.consume_token(t):
-            raise ValueError(f"token {t} rejected by the grammar: {self._matcher.get_error()}")
-
-    def is_accepting(self) -> bool:
-        """True when the output so far is complete (EOS may follow)."""
-        return bool(self._matcher.is_accepting())
-
-    def is_done(self) -> bool:
-        """True when nothing more can follow (only EOS, or EOS was consumed)."""
-        return bool(self._matcher.is_stopped())
 
 
 # --------------------------------------------------------------------------------------------------

@@ -14,12 +14,21 @@ Reported per level: requests/s, completion tokens/s, mean request latency, media
 token, and the mean time between tokens. Continuous batching should make tokens/s grow with c:
 the target is tokens/s at c=16 >= 3x tokens/s at c=1. Results go to --out (.json and .md) with the
 machine's description.
+
+    python scripts/bench_server.py --prefill-gap --preset nemo-small    # chunked prefill
+
+``--prefill-gap`` measures what chunked prefill is for: one stream decodes while 8 requests with
+long prompts arrive together; reported are the p50 / p99 / max gap between that stream's tokens
+while they are prefilled, for each ``--prefill-chunks`` value (a chunk as long as the context is
+the schedule without chunking: each prompt prefilled whole between two decode steps). Results go
+to benchmarks/server-prefill-cpu (.json and .md).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import platform
@@ -53,6 +62,7 @@ def serve(args: argparse.Namespace) -> None:
         max_batch=args.max_batch,
         max_model_len=args.max_model_len,
         notice=notice(args.preset, 0),
+        prefill_chunk=args.prefill_chunk,
     )
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
 
@@ -63,7 +73,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
+def start_server(args: argparse.Namespace, max_batch: int | None = None) -> tuple[subprocess.Popen, str]:
     import httpx
 
     port = _free_port()
@@ -76,10 +86,12 @@ def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
         "--port",
         str(port),
         "--max-batch",
-        str(max(args.concurrency)),
+        str(max_batch or max(args.concurrency)),
         "--max-model-len",
         str(args.max_model_len),
     ]
+    if args.prefill_chunk is not None:
+        cmd += ["--prefill-chunk", str(args.prefill_chunk)]
     proc = subprocess.Popen(cmd)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
@@ -166,6 +178,139 @@ async def level(url: str, model: str, concurrency: int, rounds: int, max_tokens:
     }
 
 
+# ---- chunked prefill: a running stream's inter-token gaps while long prompts arrive ---------------
+
+
+async def prefill_gap_run(url: str, model: str, prompt_words: int, arrivals: int, stream_tokens: int) -> dict:
+    import httpx
+
+    async with httpx.AsyncClient(
+        base_url=url, timeout=600, limits=httpx.Limits(max_connections=64)
+    ) as client:
+        stamps: list[float] = []
+        started = asyncio.Event()
+
+        async def stream() -> None:
+            body = {
+                "model": model,
+                "messages": PROMPT,
+                "max_tokens": stream_tokens,
+                "seed": 1,
+                "logit_bias": {"2": -100},
+                "logprobs": True,  # one chunk per token, text or not
+                "stream": True,
+            }
+            async with client.stream("POST", "/v1/chat/completions", json=body) as r:
+                r.raise_for_status()
+                async for line in r.aiter_lines():
+                    if line.startswith("data: {") and '"logprobs":{' in line.replace(" ", ""):
+                        stamps.append(time.perf_counter())
+                        if len(stamps) == 20:
+                            started.set()
+
+        async def long_prompt(i: int) -> float:
+            text = f"{i} " + "lighthouse keeper storm " * (prompt_words // 3)
+            body = {"model": model, "messages": [{"role": "user", "content": text}], "max_tokens": 1}
+            t0 = time.perf_counter()
+            r = await client.post("/v1/chat/completions", json=body)
+            r.raise_for_status()
+            return time.perf_counter() - t0
+
+        task = asyncio.create_task(stream())
+        await asyncio.wait_for(started.wait(), 300)
+        t_arrive = time.perf_counter()
+        latencies = await asyncio.gather(*(long_prompt(i) for i in range(arrivals)))
+        t_done = time.perf_counter()
+        await task
+    before = [b - a for a, b in itertools.pairwise(stamps) if b < t_arrive]
+    during = [b - a for a, b in itertools.pairwise(stamps) if t_arrive < b <= t_done + 1e-3]
+
+    def q(xs: list[float], p: float) -> float:
+        xs = sorted(xs)
+        return round(1000 * xs[min(len(xs) - 1, int(p * len(xs)))], 1) if xs else float("nan")
+
+    return {
+        "gap_ms_before_arrivals_p50": q(before, 0.5),
+        "gap_ms_p50": q(during, 0.5),
+        "gap_ms_p99": q(during, 0.99),
+        "gap_ms_max": q(during, 1.0),
+        "stream_tokens_during": len(during),
+        "arrivals_s": round(t_done - t_arrive, 2),
+        "long_request_latency_s_mean": round(statistics.mean(latencies), 2),
+    }
+
+
+def prefill_gap(args: argparse.Namespace) -> int:
+    import httpx
+
+    from nemo_ref.tokenizer import load_tokenizer
+
+    tok = load_tokenizer()
+    words = args.prompt_words
+    prompt_tokens = len(tok.encode("0 " + "lighthouse keeper storm " * (words // 3)))
+    results = []
+    for chunk in args.prefill_chunks:
+        args.prefill_chunk = chunk
+        proc, url = start_server(args, max_batch=args.arrivals + 1)
+        try:
+            model = httpx.get(url + "/v1/models").json()["data"][0]["id"]
+            asyncio.run(level(url, model, 2, 1, 4, seed0=10**6))  # warm-up
+            for rep in range(args.repeat):
+                r = asyncio.run(prefill_gap_run(url, model, words, args.arrivals, args.stream_tokens))
+                r = {"prefill_chunk": chunk, "repeat": rep, "loadavg_1min": round(os.getloadavg()[0], 2), **r}
+                print(json.dumps(r), file=sys.stderr)
+                results.append(r)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    report = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": machine(),
+        "config": {
+            "preset": args.preset,
+            "prompt_tokens": prompt_tokens,
+            "arrivals": args.arrivals,
+            "stream_tokens": args.stream_tokens,
+            "max_model_len": args.max_model_len,
+        },
+        "runs": results,
+    }
+    out = Path(args.out if args.out != "benchmarks/server-cpu" else "benchmarks/server-prefill-cpu")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    m, cfg = report["machine"], report["config"]
+    lines = [
+        "# Chunked prefill on CPU: a running stream's inter-token gap while long prompts arrive",
+        "",
+        f"Model `{cfg['preset']}` with random weights, float32. One streaming request decodes "
+        f"({cfg['stream_tokens']} tokens, EOS biased away); after its 20th token, {cfg['arrivals']} requests "
+        f"with {cfg['prompt_tokens']}-token prompts (max_tokens 1) arrive together. Gaps are between "
+        "consecutive token chunks of the running stream, from the arrivals until the last long request "
+        f"answered. `--prefill-chunk {args.max_model_len}` (the context) is the schedule without chunking "
+        "(each prompt prefilled whole between two decode steps, as before issue 15). Produced by "
+        f"`python scripts/bench_server.py {' '.join(sys.argv[1:])}` on {report['date']}.",
+        "",
+        f"Machine: {m['cpu']}, {m['usable_cpus']} usable CPUs (torch threads {m['torch_threads']}), "
+        f"{m['platform']}, Python {m['python']}, torch {m['torch']}. No GPU. Shared with other work: "
+        "the 1-minute load average is given per run.",
+        "",
+        "| prefill chunk | run | gap p50 ms (before arrivals) | gap p50 ms | gap p99 ms | gap max ms "
+        "| stream tokens meanwhile | arrivals done in s | long-request latency s | load avg |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['prefill_chunk']} | {r['repeat']} | {r['gap_ms_before_arrivals_p50']} | {r['gap_ms_p50']} | "
+            f"{r['gap_ms_p99']} | {r['gap_ms_max']} | {r['stream_tokens_during']} | {r['arrivals_s']} | "
+            f"{r['long_request_latency_s_mean']} | {r['loadavg_1min']} |"
+        )
+    if args.note:
+        lines += ["", args.note]
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print(f"-> {out}.md", file=sys.stderr)
+    return 0
+
+
 def machine() -> dict:
     import torch
 
@@ -239,6 +384,12 @@ def main() -> int:
     p.add_argument("--model", default=None, help="model name on --url (default: its /v1/models)")
     p.add_argument("--out", default="benchmarks/server-cpu", help="report path without extension")
     p.add_argument("--note", default="", help="a paragraph appended to the .md report")
+    p.add_argument("--prefill-gap", action="store_true", help="the chunked-prefill benchmark (see above)")
+    p.add_argument("--prefill-chunks", type=int, nargs="+", default=[4096, 512, 128])
+    p.add_argument("--prompt-words", type=int, default=2400, help="--prefill-gap: words per long prompt")
+    p.add_argument("--arrivals", type=int, default=8)
+    p.add_argument("--stream-tokens", type=int, default=400)
+    p.add_argument("--prefill-chunk", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--max-batch", type=int, default=16, help=argparse.SUPPRESS)
@@ -246,6 +397,8 @@ def main() -> int:
     if args.serve:
         serve(args)
         return 0
+    if args.prefill_gap:
+        return prefill_gap(args)
 
     import httpx
 

@@ -21,6 +21,9 @@ import pytest
 MODEL_NAME = "nemo-tiny-test"
 MAX_BATCH = 8
 MAX_MODEL_LEN = 1024
+HEADER_TIMEOUT_S = 1.0  # short, so that a test can watch a half-sent request being dropped
+MAX_QUEUE = 16
+MAX_REQUEST_TOKENS = 4096  # n x max_tokens
 
 
 @dataclass
@@ -68,15 +71,24 @@ def _start() -> Server:
 
     from nemo_ref.demo import embedded_model
     from nemo_ref.server.app import create_app
+    from nemo_ref.server.connections import uvicorn_config
+    from nemo_ref.server.limits import Limits
     from nemo_ref.tokenizer import load_tokenizer
 
     model = embedded_model("nemo-tiny", seed=0)
     app = create_app(
-        model, load_tokenizer(), model_name=MODEL_NAME, max_batch=MAX_BATCH, max_model_len=MAX_MODEL_LEN
+        model,
+        load_tokenizer(),
+        model_name=MODEL_NAME,
+        max_batch=MAX_BATCH,
+        max_model_len=MAX_MODEL_LEN,
+        limits=Limits(max_queue=MAX_QUEUE, max_request_tokens=MAX_REQUEST_TOKENS),
     )
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=1)
+    config = uvicorn_config(
+        app, log_level="warning", timeout_graceful_shutdown=1, header_timeout_s=HEADER_TIMEOUT_S
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

@@ -331,15 +331,15 @@ def test_sampler_defaults_to_torch_on_cpu(model):
 
 def test_failed_prefill_fails_its_request_and_frees_its_slots(model, tok, monkeypatch):
     engine = Engine(model, max_batch=2, max_len=64)
-    real_prefill = engine._prefill
+    real_prefill = engine._prefill_chunk
     poisoned = encode_prompt(tok, "poison")
 
-    def prefill(prompt, slot):
+    def prefill(prompt, slot, start, end):
         if prompt == poisoned:
             raise RuntimeError("prefill exploded")
-        return real_prefill(prompt, slot)
+        return real_prefill(prompt, slot, start, end)
 
-    monkeypatch.setattr(engine, "_prefill", prefill)
+    monkeypatch.setattr(engine, "_prefill_chunk", prefill)
     params = SamplingParams(max_tokens=3, seed=0, n=2)
     _, bad_seqs = make_sequences(tok, poisoned, params, 64)
     _, good_seqs = make_sequences(tok, encode_prompt(tok, "Hi"), params, 64)

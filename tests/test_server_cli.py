@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -28,7 +29,8 @@ def test_serve_help_lists_the_options():
 
 
 def test_serve_end_to_end():
-    """503 (or not yet listening) while loading, then a real answer labelled as random weights."""
+    """503 (or not yet listening) while loading, then a real answer labelled as random weights;
+    the API key (from the environment) is required on every route but /health."""
     httpx = pytest.importorskip("httpx")
     openai = pytest.importorskip("openai")
     pytest.importorskip("uvicorn")
@@ -41,6 +43,7 @@ def test_serve_end_to_end():
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, "NEMO_REF_API_KEY": "s3cret"},
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -56,10 +59,13 @@ def test_serve_end_to_end():
             seen.add(r.status_code)
             if r.status_code == 200:
                 break
-            assert r.status_code == 503 and r.json()["status"] == "loading"
+            assert r.status_code == 503 and r.json()["status"] == "loading", (r.status_code, r.text[:500])
             time.sleep(0.1)
         assert 200 in seen
-        client = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=url + "/v1", api_key="wrong", max_retries=0).models.list()
+        assert httpx.get(url + "/v1/models").status_code == 401
+        client = openai.OpenAI(base_url=url + "/v1", api_key="s3cret", max_retries=0)
         raw = client.chat.completions.with_raw_response.create(
             model="nemo-tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=3, seed=1
         )
@@ -70,4 +76,17 @@ def test_serve_end_to_end():
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=30)
-    assert "random weights" in err
+    assert "random weights" in err and "API key required" in err
+
+
+def test_serve_exits_nonzero_when_the_model_fails_to_load(tmp_path):
+    """Before: the server kept running, answering 503 with the error (and its path) forever."""
+    pytest.importorskip("uvicorn")
+    missing = tmp_path / "no-such-checkpoint"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "nemo_ref.cli", "serve", "--checkpoint", str(missing), "--port", str(port)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1, out.stderr[-2000:]
+    assert "error: the model failed to load" in out.stderr and str(missing) in out.stderr

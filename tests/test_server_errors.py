@@ -119,6 +119,8 @@ BAD_COMPLETION = [
 
 
 def _post(server, path: str, **kw) -> httpx.Response:
+    if "content" in kw:  # raw bytes: say what they claim to be (the server requires it)
+        kw["headers"] = {"content-type": "application/json", **kw.get("headers", {})}
     return httpx.post(server.base_url + path, timeout=30, **kw)
 
 
@@ -251,7 +253,8 @@ def test_server_keeps_serving(server):
 
 
 def test_503_while_loading():
-    """A server whose model is still loading answers 503 (and says why once loading failed)."""
+    """A server whose model is still loading answers 503; once loading failed, it says so without
+    the error itself (which may name the checkpoint's path), and the error goes to the operator."""
     import threading
 
     from fastapi.testclient import TestClient
@@ -259,12 +262,13 @@ def test_503_while_loading():
     from nemo_ref.server.app import create_app
 
     release = threading.Event()
+    failures = []
 
     def loader():
         release.wait(10)
-        raise RuntimeError("no weights in this test")
+        raise FileNotFoundError("/secret/models/nemo/consolidated.safetensors: no weights")
 
-    app = create_app(loader=loader, model_name="m")
+    app = create_app(loader=loader, model_name="m", on_load_error=failures.append)
     with TestClient(app) as client:
         h = client.get("/health")
         assert h.status_code == 503 and h.json()["status"] == "loading"
@@ -277,4 +281,10 @@ def test_503_while_loading():
         while client.get("/health").json()["status"] == "loading" and time.monotonic() < deadline:
             time.sleep(0.02)
         h = client.get("/health")
-        assert h.status_code == 503 and h.json()["status"] == "error" and "no weights" in h.json()["error"]
+        assert (
+            h.status_code == 503 and h.json()["status"] == "error" and "failed to load" in h.json()["error"]
+        )
+        r = client.post("/v1/chat/completions", json={"model": "m", "messages": CHAT["messages"]})
+        assert r.status_code == 503
+        assert all("/secret" not in x.text for x in (h, r)), "clients never see the checkpoint path"
+        assert [type(e) for e in failures] == [FileNotFoundError]

@@ -7,7 +7,12 @@ server answers at once: /health and every other route say 503 until the model is
 Routes: POST /v1/chat/completions, POST /v1/completions, GET /v1/models (and /v1/models/{id}),
 GET /health, POST /tokenize, POST /detokenize. Every error is OpenAI's
 ``{"error": {"message", "type", "param", "code"}}``: 400 for any bad input (never a 5xx, which
-clients retry), 404 for unknown routes and models in /v1/models/{id}, 503 while loading.
+clients retry), 401 without the API key, 404 for unknown routes and models in /v1/models/{id},
+413 for a body over the limit, 415 for a POST that is not JSON, 429 (Retry-After) when the
+waiting queue is full, 503 while loading. Limits: limits.py.
+
+The event loop only moves bytes: parsing a large body, tokenising, compiling a grammar and
+detokenising run in worker threads, after size checks that bound them.
 
 Random weights are announced on every response: the header ``x-nemo-ref-weights: random`` (else
 ``checkpoint``), ``system_fingerprint: "nemo-ref-random-weights"`` in every completion body and
@@ -31,6 +36,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from ..engine import Engine
 from ..sampling.params import ParamError
@@ -45,6 +51,7 @@ from .jobs import (
     outcome,
     request_grammar,
 )
+from .limits import Guard, Limits, prompt_chars_cap, text_chars
 from .streaming import SSE_HEADERS, chat_stream, completion_stream
 
 log = logging.getLogger("nemo_ref.server")
@@ -54,13 +61,26 @@ CHECKPOINT_FINGERPRINT = "nemo-ref"
 DEFAULT_RANDOM_NOTICE = "random weights: the text is noise (use --checkpoint DIR for real weights)"
 
 Loader = Callable[[], tuple[Any, Any, str | None]]  # () -> (model, tokenizer, notice or None)
+INLINE_PARSE_BYTES = 64 * 1024  # larger bodies are parsed in a worker thread
 
 
 class ServerState:
     """The model, tokenizer and engine behind the routes (None until loaded)."""
 
-    def __init__(self, *, model_name: str, max_batch: int, max_model_len: int | None, sampler: str | None):
+    def __init__(
+        self,
+        *,
+        model_name: str,
+        max_batch: int,
+        max_model_len: int | None,
+        sampler: str | None,
+        limits: Limits | None = None,
+        prefill_chunk: int | None = None,
+    ):
         self.model_name = model_name
+        self.prefill_chunk = prefill_chunk
+        self.limits = limits or Limits()
+        self.prompt_chars = 0  # set with the tokenizer: longer texts cannot fit (limits.py)
         self.max_batch = max_batch
         self.max_model_len = max_model_len
         self.sampler = sampler
@@ -79,18 +99,24 @@ class ServerState:
         context = model.args.max_seq_len
         if self.max_model_len is not None:
             context = min(context, self.max_model_len)
-        engine = Engine(model, max_batch=self.max_batch, max_len=context, sampler=self.sampler)
+        chunk = {} if self.prefill_chunk is None else {"prefill_chunk": self.prefill_chunk}
+        engine = Engine(model, max_batch=self.max_batch, max_len=context, sampler=self.sampler, **chunk)
         _warm_structured(tokenizer)
+        longest = max(len(tokenizer.token_bytes(i)) for i in range(tokenizer.n_special, tokenizer.vocab_size))
+        self.prompt_chars = prompt_chars_cap(context, longest)
         self.model, self.tokenizer, self.notice = model, tokenizer, notice
         self.engine = engine
         engine.start()
 
-    def load(self, loader: Loader) -> None:
+    def load(self, loader: Loader, on_error: Callable[[BaseException], None] | None = None) -> None:
         try:
             self.install(*loader())
         except Exception as e:
+            # The error (and any path in it) is for the operator's log only, never for clients.
             log.exception("loading the model failed")
-            self.load_error = f"{type(e).__name__}: {e}"
+            self.load_error = type(e).__name__
+            if on_error is not None:
+                on_error(e)
 
     def close(self) -> None:
         if self.engine is not None:
@@ -107,7 +133,7 @@ class ServerState:
     def ready(self) -> ServerState:
         if self.engine is None:
             if self.load_error:
-                raise APIError(f"the model failed to load: {self.load_error}", None, 503)
+                raise APIError("the model failed to load (see the server's log)", None, 503)
             raise APIError("the model is still loading; retry shortly", None, 503)
         return self
 
@@ -128,6 +154,15 @@ class ServerState:
         if n > self.max_batch:
             raise APIError(f"n must be <= {self.max_batch} (the server's --max-batch); got {n}", "n")
 
+    def check_prompt_chars(self, chars: int, param: str) -> None:
+        """Refuse, before tokenising, a text too long to fit in the context whatever it says."""
+        if chars > self.prompt_chars:
+            raise APIError(
+                f"{param}: {chars} characters cannot fit in the context of {self.engine.max_len} "
+                f"tokens (at most {self.prompt_chars} characters are accepted)",
+                param,
+            )
+
     def chat_job(self, body: P.ChatCompletionRequest) -> Job:
         from ..tokenizer import ChatFormatError
 
@@ -137,6 +172,7 @@ class ServerState:
             tools = body.tools_json()
             choice = body.tool_choice_json()
             check_tool_choice(tools, choice)
+            self.check_prompt_chars(text_chars(body.messages), "messages")
             grammar = None  # first: it checks the schemas of tools and response_format
             if body.structured_outputs is not False:
                 parallel = body.parallel_tool_calls is not False
@@ -154,6 +190,7 @@ class ServerState:
             tools=offers_tools,
             grammar_param="tools" if offers_tools else "response_format",
             prompt_param="messages",
+            max_request_tokens=self.limits.max_request_tokens,
         )
 
     def completion_job(self, body: P.CompletionRequest) -> Job:
@@ -163,10 +200,13 @@ class ServerState:
         except ParamError as e:
             raise APIError(str(e), e.param) from e
         if isinstance(body.prompt, str):
+            self.check_prompt_chars(len(body.prompt), "prompt")
             prompt_ids = self.tokenizer.encode(body.prompt, bos=True)
         else:
             prompt_ids = list(body.prompt)
-        return build_job(self.engine, self.tokenizer, prompt_ids, params)
+        return build_job(
+            self.engine, self.tokenizer, prompt_ids, params, max_request_tokens=self.limits.max_request_tokens
+        )
 
 
 def _warm_structured(tokenizer: Any) -> None:
@@ -179,12 +219,18 @@ def _warm_structured(tokenizer: Any) -> None:
         pass
 
 
-def _parse(model: type[P.BaseModel], raw: bytes):
+def _parse_now(model: type[P.BaseModel], raw: bytes):
     try:
         return model.model_validate_json(raw or b"null")
     except P.ValidationError as e:
         message, param = P.first_error(e)
         raise APIError(message, param) from None
+
+
+async def _parse(model: type[P.BaseModel], raw: bytes):
+    if len(raw) <= INLINE_PARSE_BYTES:
+        return _parse_now(model, raw)
+    return await run_in_threadpool(_parse_now, model, raw)
 
 
 # ---- non-streaming bodies -----------------------------------------------------------------------
@@ -265,15 +311,25 @@ def create_app(
     sampler: str | None = None,
     notice: str | None = None,
     loader: Loader | None = None,
+    on_load_error: Callable[[BaseException], None] | None = None,
+    limits: Limits | None = None,
+    prefill_chunk: int | None = None,
 ) -> FastAPI:
     """The OpenAI-compatible app around ``model`` (or around what ``loader`` returns, loaded in a
-    background thread at startup). ``notice``: the random-weights notice (default: a generic one
-    when ``model.random_weights`` is set). ``sampler``: "torch" | "triton" (default: triton on CUDA).
+    background thread at startup; ``on_load_error`` is called if that fails). ``notice``: the
+    random-weights notice (default: a generic one when ``model.random_weights`` is set).
+    ``sampler``: "torch" | "triton" (default: triton on CUDA). ``limits``: limits.py.
+    ``prefill_chunk``: prompt tokens per engine step (default: the engine's; see engine.py).
     """
     if (model is None) == (loader is None):
         raise ValueError("create_app needs a model and tokenizer, or a loader (not both)")
     state = ServerState(
-        model_name=model_name, max_batch=max_batch, max_model_len=max_model_len, sampler=sampler
+        model_name=model_name,
+        max_batch=max_batch,
+        max_model_len=max_model_len,
+        sampler=sampler,
+        limits=limits,
+        prefill_chunk=prefill_chunk,
     )
     if model is not None:
         if tokenizer is None:
@@ -285,7 +341,9 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         if loader is not None:
-            threading.Thread(target=state.load, args=(loader,), name="nemo-ref-loader", daemon=True).start()
+            threading.Thread(
+                target=state.load, args=(loader, on_load_error), name="nemo-ref-loader", daemon=True
+            ).start()
         yield
         state.close()
 
@@ -297,14 +355,15 @@ def create_app(
         redoc_url=None,
     )
     app.state.server = state
-    app.add_middleware(_WeightsHeader, state=state)
+    app.add_middleware(Guard, limits=state.limits)
+    app.add_middleware(_WeightsHeader, state=state)  # outermost: on the guard's answers too
 
     # ---- errors -----------------------------------------------------------------------------
 
     @app.exception_handler(APIError)
     async def _api_error(_: HTTPRequest, e: APIError):
         type_ = "invalid_request_error" if e.status < 500 else "service_unavailable"
-        return JSONResponse(P.error_body(e.message, e.param, type_), status_code=e.status)
+        return JSONResponse(P.error_body(e.message, e.param, type_), status_code=e.status, headers=e.headers)
 
     @app.exception_handler(HTTPException)
     async def _http_error(http: HTTPRequest, e: HTTPException):
@@ -318,6 +377,11 @@ def create_app(
         param = str(loc[0]) if loc else None
         return JSONResponse(P.error_body(f"{param}: {first.get('msg', 'invalid')}", param), status_code=400)
 
+    @app.exception_handler(ClientDisconnect)
+    async def _client_left(http: HTTPRequest, _: ClientDisconnect):  # nothing broken: one line
+        log.info("client went away during %s %s", http.method, http.url.path)
+        return Response(status_code=499)
+
     @app.exception_handler(Exception)
     async def _internal_error(_: HTTPRequest, e: Exception):  # a bug, never bad input
         log.exception("internal error")
@@ -325,15 +389,18 @@ def create_app(
 
     @app.exception_handler(JobFailed)
     async def _job_failed(_: HTTPRequest, e: JobFailed):
-        return JSONResponse(P.error_body(str(e), None, "server_error"), status_code=500)
+        return JSONResponse(P.error_body(str(e), e.param, e.type), status_code=e.status)
 
     # ---- routes -----------------------------------------------------------------------------
 
     @app.get("/health")
     async def health():
         if state.engine is None:
-            status = "error" if state.load_error else "loading"
-            return JSONResponse({"status": status, "error": state.load_error}, status_code=503)
+            if state.load_error:
+                body = {"status": "error", "error": "the model failed to load (see the server's log)"}
+            else:
+                body = {"status": "loading", "error": None}
+            return JSONResponse(body, status_code=503)
         if not engine_alive(state.engine):
             return JSONResponse({"status": "error", "error": "the engine thread stopped"}, status_code=503)
         running, waiting = state.engine.load
@@ -381,12 +448,12 @@ def create_app(
             ),
         }[kind]
         s = state.ready()
-        body = _parse(request_model, await http.body())
+        body = await _parse(request_model, await http.body())
         s.check_model(body.model)
         if body.stream_options is not None and not body.stream:
             raise APIError("stream_options is only allowed when stream is true", "stream_options")
         job = await run_in_threadpool(make_job, body)
-        job.submit()
+        job.submit(max_waiting=s.limits.max_queue)
         env = s.envelope(prefix, job.seed)
         if body.stream:
             gen = stream_fn(job, env, s.tokenizer, include_usage=body.include_usage())
@@ -406,9 +473,10 @@ def create_app(
     @app.post("/tokenize")
     async def tokenize(http: HTTPRequest):
         s = state.ready()
-        body = _parse(P.TokenizeRequest, await http.body())
+        body = await _parse(P.TokenizeRequest, await http.body())
         s.check_model(body.model)
-        tokens = s.tokenizer.encode(body.prompt, bos=body.add_special_tokens)
+        s.check_prompt_chars(len(body.prompt), "prompt")
+        tokens = await run_in_threadpool(s.tokenizer.encode, body.prompt, bos=body.add_special_tokens)
         return {
             "tokens": tokens,
             "count": len(tokens),
@@ -419,12 +487,16 @@ def create_app(
     @app.post("/detokenize")
     async def detokenize(http: HTTPRequest):
         s = state.ready()
-        body = _parse(P.DetokenizeRequest, await http.body())
+        body = await _parse(P.DetokenizeRequest, await http.body())
         s.check_model(body.model)
         vocab = s.tokenizer.vocab_size
-        bad = [t for t in body.tokens if not 0 <= t < vocab]
-        if bad:
-            raise APIError(f"token ids must lie in [0, {vocab}); got {bad[:5]}", "tokens")
-        return {"prompt": s.tokenizer.decode(body.tokens)}
+
+        def decode() -> str:
+            bad = [t for t in body.tokens if not 0 <= t < vocab]
+            if bad:
+                raise APIError(f"token ids must lie in [0, {vocab}); got {bad[:5]}", "tokens")
+            return s.tokenizer.decode(body.tokens)
+
+        return {"prompt": await run_in_threadpool(decode)}
 
     return app

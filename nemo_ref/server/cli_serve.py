@@ -7,10 +7,12 @@ commands work without the [server] extra.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 DEFAULT_MAX_MODEL_LEN = 8192  # KV cache rows x this many positions are allocated up front
+API_KEY_ENV = "NEMO_REF_API_KEY"
 
 
 def add_serve_command(subparsers) -> None:
@@ -38,9 +40,81 @@ def add_serve_command(subparsers) -> None:
         help="the name clients pass as `model` (default: the checkpoint directory's name, else the preset)",
     )
     p.add_argument("--sampler", choices=("torch", "triton"), default=None, help="default: triton on CUDA")
+    p.add_argument(
+        "--prefill-chunk",
+        type=int,
+        default=None,
+        help="prompt tokens prefilled per engine step, between decode steps (default: 512)",
+    )
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    _add_limit_args(p)
     add_model_args(p)
     p.set_defaults(func=cmd_serve)
+
+
+def _add_limit_args(p: argparse.ArgumentParser) -> None:
+    from .limits import (
+        DEFAULT_LIMIT_CONCURRENCY,
+        DEFAULT_MAX_CONNECTIONS,
+        DEFAULT_MAX_QUEUE,
+        DEFAULT_MAX_REQUEST_BYTES,
+        DEFAULT_MAX_REQUEST_TOKENS,
+        HEADER_TIMEOUT_S,
+    )
+
+    g = p.add_argument_group("exposure and limits (docs/serving.md)")
+    g.add_argument(
+        "--api-key",
+        default=None,
+        help=f"require 'Authorization: Bearer KEY' on every route but /health (default: ${API_KEY_ENV}, else none)",
+    )
+    g.add_argument(
+        "--allowed-hosts",
+        default=None,
+        help="comma-separated Host names the server answers to (against DNS rebinding; default: any)",
+    )
+    g.add_argument("--max-request-bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES, help="413 beyond")
+    g.add_argument(
+        "--max-queue", type=int, default=DEFAULT_MAX_QUEUE, help="requests waiting for rows; 429 beyond"
+    )
+    g.add_argument(
+        "--max-request-tokens",
+        type=int,
+        default=DEFAULT_MAX_REQUEST_TOKENS,
+        help="n x max_tokens of one request",
+    )
+    g.add_argument("--limit-concurrency", type=int, default=DEFAULT_LIMIT_CONCURRENCY, help="503 beyond")
+    g.add_argument("--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS, help="closed beyond")
+    g.add_argument(
+        "--header-timeout", type=float, default=HEADER_TIMEOUT_S, help="seconds to send a request's headers"
+    )
+
+
+def _limits(args: argparse.Namespace):
+    from .limits import Limits
+
+    for name in (
+        "max_request_bytes",
+        "max_queue",
+        "max_request_tokens",
+        "limit_concurrency",
+        "max_connections",
+    ):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
+    if args.header_timeout <= 0:
+        raise ValueError("--header-timeout must be > 0")
+    key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV) or None
+    hosts = (
+        tuple(h.strip() for h in args.allowed_hosts.split(",") if h.strip()) if args.allowed_hosts else None
+    )
+    return Limits(
+        max_request_bytes=args.max_request_bytes,
+        max_queue=args.max_queue,
+        max_request_tokens=args.max_request_tokens,
+        api_key=key,
+        allowed_hosts=hosts,
+    )
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -48,6 +122,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         import uvicorn
 
         from .app import create_app
+        from .connections import uvicorn_config
     except ImportError as e:
         print(f"error: the server needs its extra: pip install 'nemo_ref[server]' ({e})", file=sys.stderr)
         return 2
@@ -57,8 +132,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.max_batch < 1:
         print("error: --max-batch must be >= 1", file=sys.stderr)
         return 2
+    if args.prefill_chunk is not None and args.prefill_chunk < 1:
+        print("error: --prefill-chunk must be >= 1", file=sys.stderr)
+        return 2
     if args.max_model_len is not None and args.max_model_len < 2:
         print("error: --max-model-len must be >= 2", file=sys.stderr)
+        return 2
+    try:
+        limits = _limits(args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     name = args.model_name
     if name is None:
@@ -70,14 +153,41 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(notice, file=sys.stderr)
         return model, tokenizer, notice
 
+    failed: list[BaseException] = []
+    server: uvicorn.Server | None = None
+
+    def on_load_error(e: BaseException) -> None:  # the loader's thread: stop the server, exit 1
+        failed.append(e)
+        print(f"error: the model failed to load: {type(e).__name__}: {e}", file=sys.stderr)
+        if server is not None:
+            server.should_exit = True
+
     max_len = args.max_model_len if args.max_model_len is not None else DEFAULT_MAX_MODEL_LEN
     app = create_app(
-        loader=loader, model_name=name, max_batch=args.max_batch, max_model_len=max_len, sampler=args.sampler
+        loader=loader,
+        on_load_error=on_load_error,
+        model_name=name,
+        max_batch=args.max_batch,
+        max_model_len=max_len,
+        sampler=args.sampler,
+        limits=limits,
+        prefill_chunk=args.prefill_chunk,
     )
+    auth = "API key required" if limits.api_key else "no API key: anyone who can connect may use it"
     print(
         f"nemo-ref serve: model {name!r} on http://{args.host}:{args.port}/v1 "
-        f"(loading; /health answers 503 until ready)",
+        f"(loading; /health answers 503 until ready; {auth})",
         file=sys.stderr,
     )
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
-    return 0
+    config = uvicorn_config(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        header_timeout_s=args.header_timeout,
+        max_connections=args.max_connections,
+        limit_concurrency=args.limit_concurrency,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    return 1 if failed else 0

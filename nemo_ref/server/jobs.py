@@ -21,28 +21,39 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
-from ..engine import Engine, Request
+from ..constraint import BoundedLRU, GrammarError, digest  # llguidance itself is imported lazily
+from ..engine import Engine, QueueFull, Request
 from ..generate import make_sequences
 from ..sampling.params import ParamError
 from ..sequence import Delta, Sequence
 
 POLL_S = 0.1  # how often a waiting handler checks for engine failure and client disconnects
+RETRY_AFTER_S = 1  # what a 429 suggests: rows free up every few decode steps
 
 
 class APIError(Exception):
     """An HTTP error in OpenAI's shape: 400 for bad input (``param`` names the request field),
-    404 for an unknown model id, 503 while loading."""
+    404 for an unknown model id, 429 when the waiting queue is full, 503 while loading."""
 
-    def __init__(self, message: str, param: str | None, status: int = 400):
+    def __init__(self, message: str, param: str | None, status: int = 400, headers: dict | None = None):
         super().__init__(message)
-        self.message, self.param, self.status = message, param, status
+        self.message, self.param, self.status, self.headers = message, param, status, headers
 
 
 class JobFailed(Exception):
-    """The engine failed a request (an internal error: HTTP 500, or an error event mid-stream)."""
+    """The engine failed a request: an internal error (HTTP 500), or the request's grammar failed
+    in generation (400 naming ``param``: the schema could not be enforced, and retrying would not
+    help). Mid-stream, an error event of the same type."""
+
+    def __init__(self, message: str, status: int = 500, param: str | None = None):
+        super().__init__(message)
+        self.status, self.param = status, param
+
+    @property
+    def type(self) -> str:
+        return "invalid_request_error" if self.status < 500 else "server_error"
 
 
 @dataclass
@@ -65,15 +76,20 @@ class Job:
     seed: int
     seqs: list[Sequence]
     tools: bool  # tools were offered: [TOOL_CALLS] output becomes OpenAI tool_calls
+    grammar_param: str | None = None  # the field blamed if the grammar fails in generation
     request: Request | None = None
     loop: asyncio.AbstractEventLoop | None = None
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)
 
-    def submit(self) -> None:
+    def submit(self, max_waiting: int | None = None) -> None:
+        """Hand the choices to the engine; 429 (with Retry-After) if ``max_waiting`` requests
+        already wait for rows."""
         self.loop = asyncio.get_running_loop()
         self.request = Request(self.seqs, on_delta=self._on_delta)
         try:
-            self.engine.submit(self.request)
+            self.engine.submit(self.request, max_waiting=max_waiting)
+        except QueueFull as e:
+            raise APIError(str(e), None, 429, {"Retry-After": str(RETRY_AFTER_S)}) from e
         except ValueError as e:  # make_sequences checked the same limits: kept for safety
             raise APIError(str(e), "messages") from e
 
@@ -116,16 +132,22 @@ class Job:
                         self.loop.call_soon(self.queue.put_nowait, _END)
                     continue
                 if item is _END:
-                    err = self.request.error
-                    if err is None and not engine_alive(self.engine):
-                        err = "the engine thread stopped"
-                    raise JobFailed(f"generation failed: {err or 'the request ended early'}")
+                    raise self._failure()
                 yield item
                 if item.delta.finish_reason is not None:
                     remaining -= 1
         finally:
             if remaining:
                 self.cancel()
+
+    def _failure(self) -> JobFailed:
+        err = self.request.error
+        if isinstance(err, GrammarError):
+            param = self.grammar_param or "response_format"
+            return JobFailed(f"{param}: generation stopped: {err}", 400, param)
+        if err is None and not engine_alive(self.engine):
+            err = "the engine thread stopped"
+        return JobFailed(f"generation failed: {err or 'the request ended early'}")
 
     async def run(self, disconnected: Callable[[], Awaitable[bool]] | None = None) -> bool:
         """Wait for every choice (non-streaming). False if the client disconnected first."""
@@ -157,14 +179,17 @@ def build_job(
     tools: bool = False,
     grammar_param: str = "response_format",
     prompt_param: str = "prompt",
+    max_request_tokens: int | None = None,
 ) -> Job:
     """Check the request against the context and build its choices (one Constraint each).
 
     ``prompt_param`` is the field blamed for a prompt that is too long ("messages" for chat).
+    ``max_request_tokens`` caps n x max_tokens: a request that asks for more is a 400; one that
+    leaves max_tokens to its default gets rest-of-context capped to its share of it.
     """
     factory = None
     if grammar is not None:
-        from ..structured import Constraint, GrammarError
+        from ..structured import Constraint
 
         try:
             Constraint(tokenizer, grammar)  # compiles (and caches) the grammar now: errors are 400s
@@ -178,15 +203,40 @@ def build_job(
         seed, seqs = make_sequences(tokenizer, prompt_ids, params, engine.max_len, factory)
     except ParamError as e:
         raise APIError(str(e), prompt_param if e.param == "prompt" else e.param) from e
-    return Job(engine, prompt_ids, seed, seqs, tools)
+    if max_request_tokens is not None:
+        _cap_request_tokens(seqs, params, max_request_tokens)
+    return Job(engine, prompt_ids, seed, seqs, tools, grammar_param if grammar is not None else None)
 
 
-@lru_cache(maxsize=256)
+def _cap_request_tokens(seqs: list[Sequence], params: Any, cap: int) -> None:
+    n = len(seqs)
+    asked = params.max_completion_tokens or params.max_tokens
+    if asked is not None and n * asked > cap:
+        field_ = "max_completion_tokens" if params.max_completion_tokens else "max_tokens"
+        raise APIError(
+            f"n ({n}) x {field_} ({asked}) = {n * asked} exceeds the server's limit of {cap} "
+            f"completion tokens per request (--max-request-tokens)",
+            field_,
+        )
+    share = max(1, cap // n)
+    for seq in seqs:  # the default, rest of the context, shrinks to the request's share
+        seq.max_new_tokens = min(seq.max_new_tokens, share)
+
+
+_request_grammars = BoundedLRU(max_entries=256, max_bytes=32 * 2**20)
+
+
 def _grammar_for(key: str) -> str | None:
     from ..structured import grammar_for_request
 
+    k = digest(key)
+    hit = _request_grammars.get(k)
+    if hit is not None:
+        return hit[0]
     response_format, tools, tool_choice, parallel = json.loads(key)
-    return grammar_for_request(response_format, tools, tool_choice, parallel)
+    grammar = grammar_for_request(response_format, tools, tool_choice, parallel)
+    _request_grammars.put(k, (grammar,), len(grammar or ""))
+    return grammar
 
 
 def request_grammar(
@@ -199,8 +249,6 @@ def request_grammar(
     """
     if response_format is None and not tools and tool_choice in ("auto", "none"):
         return None
-    from ..structured import GrammarError
-
     key = json.dumps([response_format, tools, tool_choice, parallel_tool_calls], ensure_ascii=False)
     try:
         return _grammar_for(key)

@@ -34,6 +34,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from ..sampling.params import INT64_MAX, INT64_MIN, MAX_N, MAX_STOP, MAX_TOP_LOGPROBS, SamplingParams
+from .limits import MAX_DETOKENIZE_IDS, MAX_LOGIT_BIAS, MAX_STOP_CHARS, MAX_TOKEN_ID_DIGITS, MAX_TOOLS
 
 __all__ = [
     "ChatCompletionRequest",
@@ -70,15 +71,36 @@ def _unsupported(*allowed: Any):
 
 
 def _check_stop(value: Any) -> Any:
-    if value is None or (isinstance(value, str) and value):
+    def ok(s: Any) -> bool:
+        return isinstance(s, str) and 0 < len(s) <= MAX_STOP_CHARS
+
+    if value is None or ok(value):
         return value
-    if isinstance(value, list) and len(value) <= MAX_STOP and all(isinstance(s, str) and s for s in value):
+    if isinstance(value, list) and len(value) <= MAX_STOP and all(ok(s) for s in value):
         return value
-    raise ValueError(f"must be a non-empty string or a list of at most {MAX_STOP} non-empty strings")
+    raise ValueError(
+        f"must be a non-empty string or a list of at most {MAX_STOP} non-empty strings, "
+        f"each at most {MAX_STOP_CHARS} characters"
+    )
+
+
+def _check_logit_bias(value: Any) -> Any:
+    """Keys are token ids in ASCII digits, short (int() of 4,300+ digits raises; "١" is a
+    digit to int()); at most MAX_LOGIT_BIAS entries. Values are checked by the field type."""
+    if isinstance(value, dict):
+        if len(value) > MAX_LOGIT_BIAS:
+            raise ValueError(f"at most {MAX_LOGIT_BIAS} entries are accepted (got {len(value)})")
+        for key in value:
+            if not (0 < len(key) <= MAX_TOKEN_ID_DIGITS and key.isascii() and key.isdigit()):
+                raise ValueError(
+                    f"keys must be token ids written in ASCII digits (at most {MAX_TOKEN_ID_DIGITS}); "
+                    f"got {key[:20]!r}{'...' if len(key) > 20 else ''}"
+                )
+    return value
 
 
 Stop = Annotated[str | list[str], BeforeValidator(_check_stop)]
-LogitBias = dict[str, Annotated[float, Field(ge=-100, le=100)]]
+LogitBias = Annotated[dict[str, Annotated[float, Field(ge=-100, le=100)]], AfterValidator(_check_logit_bias)]
 
 
 class StreamOptions(_Strict):
@@ -205,7 +227,7 @@ class ChatCompletionRequest(_Common):
     top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
     response_format: ResponseFormat | None = None
     structured_outputs: bool | None = None
-    tools: list[ToolDef] | None = None
+    tools: Annotated[list[ToolDef], Field(max_length=MAX_TOOLS)] | None = None
     tool_choice: Literal["none", "auto", "required", "any"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
 
@@ -280,7 +302,7 @@ class TokenizeRequest(_Strict):
 class DetokenizeRequest(_Strict):
     """POST /detokenize."""
 
-    tokens: list[int]
+    tokens: Annotated[list[int], Field(max_length=MAX_DETOKENIZE_IDS)]
     model: str | None = None
 
 

@@ -102,7 +102,7 @@ async def chat_stream(job: Job, env: Envelope, tokenizer: Any, *, include_usage:
             n_out = sum(len(s.output) for s in job.seqs)
             yield sse({**head, "choices": [], "usage": usage(len(job.prompt_ids), n_out)})
     except JobFailed as e:
-        yield sse(error_body(str(e), None, "server_error"))
+        yield sse(error_body(str(e), e.param, e.type))
     except Exception as e:  # a bug: still end the stream in a way clients understand
         log.exception("error while streaming %s", env.id)
         yield sse(error_body(f"internal error: {type(e).__name__}: {e}", None, "server_error"))
@@ -137,7 +137,7 @@ async def completion_stream(
             n_out = sum(len(s.output) for s in job.seqs)
             yield sse({**head, "choices": [], "usage": usage(len(job.prompt_ids), n_out)})
     except JobFailed as e:
-        yield sse(error_body(str(e), None, "server_error"))
+        yield sse(error_body(str(e), e.param, e.type))
     except Exception as e:
         log.exception("error while streaming %s", env.id)
         yield sse(error_body(f"internal error: {type(e).__name__}: {e}", None, "server_error"))
