@@ -269,8 +269,13 @@ def grammar_for_request(
     tools: list[dict] | None = None,
     tool_choice: Any = "auto",
     parallel_tool_calls: bool = True,
+    space_before_calls: bool = False,
 ) -> str | None:
     """The one grammar for a chat request's response_format + tools + tool_choice, or None.
+
+    ``space_before_calls``: allow one space between `[TOOL_CALLS]` and the array (SentencePiece
+    tokenizers: mistral-common encodes a call as `[TOOL_CALLS]▁[{...`, the dummy prefix); Tekken
+    writes none, and its grammar allows none.
 
     - no tools (or tool_choice none): `json_grammar(response_format)`;
     - tools and tool_choice required / any / named: the calls only (response_format is moot);
@@ -300,9 +305,7 @@ def grammar_for_request(
     else:
         content, content_rules = "TEXT", ["TEXT: /(.|\\n)+/"]
     # `[TOOL_CALLS]` by name (llguidance's `<NAME>`): id 9 in Tekken, 5 in SentencePiece v2+.
-    # SentencePiece models write the array after a space (mistral-common encodes a call as
-    # `[TOOL_CALLS]▁[{...`, the dummy prefix); one optional space is allowed for every tokenizer.
-    calls = '<TOOL_CALLS> " "? calls'
+    calls = '<TOOL_CALLS> " "? calls' if space_before_calls else "<TOOL_CALLS> calls"
     if mode == "none":
         if schema is not None:
             return json_grammar(response_format)

@@ -176,7 +176,8 @@ class ServerState:
             grammar = None  # first: it checks the schemas of tools and response_format
             if body.structured_outputs is not False:
                 parallel = body.parallel_tool_calls is not False
-                grammar = request_grammar(body.response_format_json(), tools, choice, parallel)
+                space = getattr(self.tokenizer, "kind", "tekken") != "tekken"  # `[TOOL_CALLS]▁[`
+                grammar = request_grammar(body.response_format_json(), tools, choice, parallel, space)
             prompt_ids = self.tokenizer.encode_chat(body.messages, tools=tools)
         except (ParamError, ChatFormatError) as e:
             raise APIError(str(e), e.param) from e

@@ -233,23 +233,30 @@ def _grammar_for(key: str) -> str | None:
     hit = _request_grammars.get(k)
     if hit is not None:
         return hit[0]
-    response_format, tools, tool_choice, parallel = json.loads(key)
-    grammar = grammar_for_request(response_format, tools, tool_choice, parallel)
+    response_format, tools, tool_choice, parallel, space = json.loads(key)
+    grammar = grammar_for_request(response_format, tools, tool_choice, parallel, space)
     _request_grammars.put(k, (grammar,), len(grammar or ""))
     return grammar
 
 
 def request_grammar(
-    response_format: dict | None, tools: list[dict] | None, tool_choice: Any, parallel_tool_calls: bool
+    response_format: dict | None,
+    tools: list[dict] | None,
+    tool_choice: Any,
+    parallel_tool_calls: bool,
+    space_before_calls: bool = False,
 ) -> str | None:
-    """The grammar text for a chat request, cached per distinct (format, tools, choice, parallel).
+    """The grammar text for a chat request, cached per distinct (format, tools, choice, parallel,
+    space before the calls: SentencePiece tokenizers, see structured.grammar_for_request).
 
     The key keeps the schema's property order (it is the JSON property order enforced), so two
     schemas that differ only in order are two grammars.
     """
     if response_format is None and not tools and tool_choice in ("auto", "none"):
         return None
-    key = json.dumps([response_format, tools, tool_choice, parallel_tool_calls], ensure_ascii=False)
+    key = json.dumps(
+        [response_format, tools, tool_choice, parallel_tool_calls, space_before_calls], ensure_ascii=False
+    )
     try:
         return _grammar_for(key)
     except (GrammarError, ImportError) as e:  # ImportError: llguidance is not installed
