@@ -59,11 +59,25 @@ Loader = Callable[[], tuple[Any, Any, str | None]]  # () -> (model, tokenizer, n
 class ServerState:
     """The model, tokenizer and engine behind the routes (None until loaded)."""
 
-    def __init__(self, *, model_name: str, max_batch: int, max_model_len: int | None, sampler: str | None):
+    def __init__(
+        self,
+        *,
+        model_name: str,
+        max_batch: int,
+        max_model_len: int | None,
+        sampler: str | None,
+        semantics: str = "nemo_ref",
+    ):
         self.model_name = model_name
         self.max_batch = max_batch
         self.max_model_len = max_model_len
         self.sampler = sampler
+        self.semantics_name = semantics
+        self.semantics = None  # another engine's emulation (server/semantics.py), or nemo_ref's own
+        if semantics != "nemo_ref":
+            from .semantics import Semantics
+
+            self.semantics = Semantics(semantics)
         self.model: Any = None
         self.tokenizer: Any = None
         self.engine: Engine | None = None
@@ -79,7 +93,8 @@ class ServerState:
         context = model.args.max_seq_len
         if self.max_model_len is not None:
             context = min(context, self.max_model_len)
-        engine = Engine(model, max_batch=self.max_batch, max_len=context, sampler=self.sampler)
+        sampler = self.semantics if self.semantics is not None else self.sampler
+        engine = Engine(model, max_batch=self.max_batch, max_len=context, sampler=sampler)
         _warm_structured(tokenizer)
         self.model, self.tokenizer, self.notice = model, tokenizer, notice
         self.engine = engine
@@ -116,6 +131,11 @@ class ServerState:
             raise APIError(
                 f"The model {name!r} does not exist; this server serves {self.model_name!r}", "model"
             )
+
+    def describe_semantics(self) -> dict:
+        if self.semantics is None:
+            return {"engine": "nemo_ref", "logprobs_mode": "raw (or the request's logprobs_mode)"}
+        return self.semantics.describe()
 
     def envelope(self, prefix: str, seed: int) -> P.Envelope:
         return P.Envelope(
@@ -265,15 +285,21 @@ def create_app(
     sampler: str | None = None,
     notice: str | None = None,
     loader: Loader | None = None,
+    semantics: str = "nemo_ref",
 ) -> FastAPI:
     """The OpenAI-compatible app around ``model`` (or around what ``loader`` returns, loaded in a
     background thread at startup). ``notice``: the random-weights notice (default: a generic one
     when ``model.random_weights`` is set). ``sampler``: "torch" | "triton" (default: triton on CUDA).
+    ``semantics``: sample as that engine does (server/semantics.py); "nemo_ref" is the project's own.
     """
     if (model is None) == (loader is None):
         raise ValueError("create_app needs a model and tokenizer, or a loader (not both)")
     state = ServerState(
-        model_name=model_name, max_batch=max_batch, max_model_len=max_model_len, sampler=sampler
+        model_name=model_name,
+        max_batch=max_batch,
+        max_model_len=max_model_len,
+        sampler=sampler,
+        semantics=semantics,
     )
     if model is not None:
         if tokenizer is None:
@@ -346,6 +372,7 @@ def create_app(
             "max_model_len": state.engine.max_len,
             "running": running,
             "waiting": waiting,
+            "semantics": state.describe_semantics(),
         }
 
     def model_card() -> dict:
@@ -354,6 +381,7 @@ def create_app(
             card["max_model_len"] = state.engine.max_len
             card["weights"] = "random" if state.random_weights else "checkpoint"
             card["notice"] = state.notice
+        card["semantics"] = state.describe_semantics()
         return card
 
     @app.get("/v1/models")
@@ -381,11 +409,19 @@ def create_app(
             ),
         }[kind]
         s = state.ready()
-        body = _parse(request_model, await http.body())
+        raw, engine_request = await http.body(), None
+        if s.semantics is not None:  # the emulated engine owns (and validates) the sampling fields
+            try:
+                raw, engine_request = s.semantics.split(raw)
+            except ParamError as e:
+                raise APIError(str(e), e.param) from e
+        body = _parse(request_model, raw)
         s.check_model(body.model)
         if body.stream_options is not None and not body.stream:
             raise APIError("stream_options is only allowed when stream is true", "stream_options")
         job = await run_in_threadpool(make_job, body)
+        if engine_request is not None:
+            s.semantics.attach(job.seqs, engine_request)
         job.submit()
         env = s.envelope(prefix, job.seed)
         if body.stream:

@@ -38,6 +38,13 @@ def add_serve_command(subparsers) -> None:
         help="the name clients pass as `model` (default: the checkpoint directory's name, else the preset)",
     )
     p.add_argument("--sampler", choices=("torch", "triton"), default=None, help="default: triton on CUDA")
+    p.add_argument(
+        "--semantics",
+        default="nemo_ref",
+        metavar="ENGINE",
+        help="sample as this engine does: nemo_ref (default), vllm, hf, llama.cpp, ollama, sglang, tgi, "
+        "mistral-inference, openai (its order, defaults, validation and logprobs; docs/probe.md)",
+    )
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     add_model_args(p)
     p.set_defaults(func=cmd_serve)
@@ -60,6 +67,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.max_model_len is not None and args.max_model_len < 2:
         print("error: --max-model-len must be >= 2", file=sys.stderr)
         return 2
+    if args.semantics != "nemo_ref":
+        from .semantics import semantics_names
+
+        if args.semantics not in semantics_names():
+            print(f"error: --semantics must be one of {', '.join(semantics_names())}", file=sys.stderr)
+            return 2
     name = args.model_name
     if name is None:
         name = Path(args.checkpoint).resolve().name if args.checkpoint else (args.preset or DEFAULT_PRESET)
@@ -72,7 +85,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     max_len = args.max_model_len if args.max_model_len is not None else DEFAULT_MAX_MODEL_LEN
     app = create_app(
-        loader=loader, model_name=name, max_batch=args.max_batch, max_model_len=max_len, sampler=args.sampler
+        loader=loader,
+        model_name=name,
+        max_batch=args.max_batch,
+        max_model_len=max_len,
+        sampler=args.sampler,
+        semantics=args.semantics,
     )
     print(
         f"nemo-ref serve: model {name!r} on http://{args.host}:{args.port}/v1 "
