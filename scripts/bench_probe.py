@@ -44,3 +44,115 @@ def serve_in_thread(
         thread.join(timeout=5)
 
     return f"http://127.0.0.1:{sock.getsockname()[1]}", stop
+
+
+TRUE_ENGINES = ("nemo_ref", "vllm", "hf", "llama.cpp", "ollama", "sglang", "tgi")
+MIX = "mix:llama.cpp-order+vllm-penalties"
+
+
+def inconsistent_engine():
+    """llama.cpp's chain (order, defaults, validation) with vLLM's penalty scopes (repetition over
+    prompt + output, presence/frequency over the output only): no real engine does this."""
+    from dataclasses import replace
+
+    from nemo_ref.sampling import engines
+    from nemo_ref.sampling.engines import Cited, Engine
+
+    base = engines.get("llama.cpp").spec
+    vllm = engines.get("vllm").spec
+    spec = replace(
+        base,
+        name=MIX,
+        version="test-only mix",
+        repetition_scope=Cited(vllm.repetition_scope.value, "mix"),
+        penalty_scope=Cited(vllm.penalty_scope.value, "mix"),
+    )
+    return Engine(spec)
+
+
+def run(
+    budget: int = 400, semantics: tuple[str, ...] = (*TRUE_ENGINES, MIX), progress=None
+) -> dict[str, Any]:
+    """Probe the embedded model served under each semantics; returns {semantics: probe JSON}."""
+    from nemo_ref.demo import embedded_model
+    from nemo_ref.probe import probe
+    from nemo_ref.server.semantics import register_semantics
+    from nemo_ref.tokenizer import load_tokenizer
+
+    register_semantics(inconsistent_engine())
+    model = embedded_model("nemo-tiny", seed=0)
+    tok = load_tokenizer()
+    results = {}
+    for name in semantics:
+        url, stop = serve_in_thread(model, tok, name)
+        t0 = time.monotonic()
+        try:
+            data = probe(url, "m", budget=budget)
+        finally:
+            stop()
+        data["wall_s"] = round(time.monotonic() - t0, 1)
+        results[name] = data
+        if progress is not None:
+            progress(name, data)
+    return results
+
+
+def answer_of(data: dict[str, Any]) -> str:
+    if data["verdict"] == "no engine fits":
+        return "no engine fits"
+    if data["verdict"] == "identified":
+        return " = ".join(data["answer"])
+    return f"inconclusive ({' = '.join(data['answer'])})"
+
+
+def markdown(results: dict[str, Any], machine: str) -> str:
+    lines = [
+        "# The probe against nemo-ref serve --semantics ENGINE (confusion matrix)",
+        "",
+        "Produced by `python scripts/bench_probe.py` (also run by tests/test_probe_proof.py). Every",
+        "endpoint is the embedded nemo-tiny model with RANDOM weights served in-process under one",
+        "`--semantics`; the probe talks to it over HTTP only. 'answer' is the probe's verdict: the",
+        "identified engine and the engines it cannot be told apart from on this endpoint (a tie), or",
+        "'no engine fits' (every hypothesis rejected).",
+        "",
+        f"Machine: {machine}.",
+        "",
+        "| true semantics | probe's answer | verdict | requests | sampled tokens | wall s | best fit p |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, d in results.items():
+        p = d["ranking"][0]["p_value"] if d["ranking"] else "-"
+        lines.append(
+            f"| {name} | {answer_of(d)} | {d['verdict']} | {d['requests']} | {d['sampled_tokens']} | {d['wall_s']} | {p} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    import argparse
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from machine_info import cpu_model
+
+    ap = argparse.ArgumentParser(description="confusion matrix of nemo-ref probe over --semantics")
+    ap.add_argument("--out", default="benchmarks/probe-confusion")
+    ap.add_argument("--budget", type=int, default=400)
+    args = ap.parse_args()
+
+    def show(name, data):
+        print(f"{name}: {answer_of(data)} ({data['requests']} requests, {data['wall_s']} s)", file=sys.stderr)
+
+    results = run(args.budget, progress=show)
+    machine = f"{cpu_model()}, {__import__('os').cpu_count()} CPUs (shared with other jobs)"
+    Path(args.out + ".json").write_text(
+        json.dumps({"machine": machine, "results": results}, indent=1, default=str)
+    )
+    Path(args.out + ".md").write_text(markdown(results, machine))
+    print(markdown(results, machine))
+
+
+if __name__ == "__main__":
+    main()
