@@ -71,30 +71,40 @@ def inconsistent_engine():
 
 
 def run(
-    budget: int = 400, semantics: tuple[str, ...] = (*TRUE_ENGINES, MIX), progress=None
+    budget: int = 400,
+    semantics: tuple[str, ...] = (*TRUE_ENGINES, MIX),
+    *,
+    only: tuple[str, ...] | None = None,
+    workers: int = 2,
+    progress=None,
 ) -> dict[str, Any]:
-    """Probe the embedded model served under each semantics; returns {semantics: probe JSON}."""
+    """Probe the embedded model served under each semantics ({semantics: probe JSON}); ``workers``
+    endpoints are probed at a time (each server has its own engine thread)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from nemo_ref.demo import embedded_model
-    from nemo_ref.probe import probe
+    from nemo_ref.probe import TESTS, probe
     from nemo_ref.server.semantics import register_semantics
     from nemo_ref.tokenizer import load_tokenizer
 
     register_semantics(inconsistent_engine())
     model = embedded_model("nemo-tiny", seed=0)
     tok = load_tokenizer()
-    results = {}
-    for name in semantics:
+
+    def one(name: str) -> dict[str, Any]:
         url, stop = serve_in_thread(model, tok, name)
         t0 = time.monotonic()
         try:
-            data = probe(url, "m", budget=budget)
+            data = probe(url, "m", budget=budget, only=only or TESTS)
         finally:
             stop()
         data["wall_s"] = round(time.monotonic() - t0, 1)
-        results[name] = data
         if progress is not None:
             progress(name, data)
-    return results
+        return data
+
+    with ThreadPoolExecutor(workers) as pool:
+        return dict(zip(semantics, pool.map(one, semantics), strict=True))
 
 
 def answer_of(data: dict[str, Any]) -> str:

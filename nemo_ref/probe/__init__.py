@@ -27,6 +27,7 @@ def probe(
     engines: list[Any] | None = None,
     force_chat: bool = False,
     progress: Any = None,
+    transport: Any = None,
 ) -> dict[str, Any]:
     """Probe the endpoint; returns the report as JSON-ready data (see docs/probe.md)."""
     from .client import Endpoint  # httpx: imported when a probe runs, not by `nemo-ref --help`
@@ -40,6 +41,7 @@ def probe(
         extra_body=dict(extra_body or {}),
         budget=budget,
         force_chat=force_chat,
+        transport=transport,
     )
     if progress is not None:
         ep.on_request = lambda e: progress("requests", e.requests, e.budget)

@@ -60,6 +60,7 @@ class Endpoint:
     force_chat: bool = False
     on_request: Callable[[Endpoint], None] | None = None  # progress callback
     sleep: Callable[[float], None] = time.sleep
+    transport: httpx.BaseTransport | None = None  # tests: a transport that restricts the endpoint
 
     requests: int = 0
     sampled_tokens: int = 0
@@ -72,7 +73,7 @@ class Endpoint:
         root = self.base_url.rstrip("/")
         self.root = root[: -len("/v1")] if root.endswith("/v1") else root
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        self._http = httpx.Client(timeout=self.timeout_s, headers=headers)
+        self._http = httpx.Client(timeout=self.timeout_s, headers=headers, transport=self.transport)
 
     def close(self) -> None:
         self._http.close()

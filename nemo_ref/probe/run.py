@@ -499,9 +499,12 @@ class Probe:
                 batched and batched.ok and text(batched) == text(a)
             ),
         }
-        matches = (
-            [e.name for e in self.engines if e.seed_reproducible] if observed["same seed, same text"] else []
-        )
+        # Engines whose seed makes a request repeatable (per-request generators, counter RNGs)
+        # versus those that ignore it or share one global generator.
+        unseeded = ("ignored", "global", "best effort")
+        repeatable = [e.name for e in self.engines if not e.spec.seeding.value.startswith(unseeded)]
+        same = observed["same seed, same text"]
+        matches = repeatable if same else [e.name for e in self.engines if e.name not in repeatable]
         self.report.prop(
             "seed",
             observed,
