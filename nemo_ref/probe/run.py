@@ -437,7 +437,22 @@ class Probe:
         no effect at step 0 (output-only or ignored: indistinguishable without generated tokens)."""
         observed = {}
         neutral = {e.name: e for e in self.engines}
-        for run in out.runs:
+        runs = list(out.runs)
+        # Repetition penalties are multiplicative (sign-dependent: not predictable from logprobs),
+        # so they stay out of the ranking; a few draws say whether they move anything.
+        for name, value in world.MULTIPLICATIVE_PENALTIES:
+            design = {"temperature": 0.7, "top_p": 0.8, name: value}
+            run = likelihood.DesignRun(design, {}, np.zeros(ctx.k + 1, dtype=np.int64))
+            while run.counts.sum() < 32 and self.endpoint.left > RESERVE:
+                reply = self.endpoint.generate(ctx.prompt, design, n=self.n, top_logprobs=1)
+                run.status, run.error = reply.status, reply.error
+                if not reply.ok:
+                    break
+                for c in reply.choices:
+                    run.counts[ctx.cell(c.token if c.token is not None else c.text)] += 1
+            if run.status is not None:
+                runs.append(run)
+        for run in runs:
             name = next(k for k in run.design if k.endswith("penalty"))
             if not run.accepted:
                 observed[name] = f"rejected ({run.status})"
@@ -464,7 +479,7 @@ class Probe:
                 "prompt": ctx.prompt,
                 "candidates_in_prompt": sorted({i for i in ctx.prompt_ids if i < ctx.k}),
                 "positions": where,
-                "designs": likelihood.describe_runs(out.runs, ctx),
+                "designs": likelihood.describe_runs(runs, ctx),
             },
         )
 
