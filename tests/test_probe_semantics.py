@@ -134,3 +134,12 @@ def test_logprobs_are_the_engines_mode(setup, name):
     want = np.sort(e.logprobs(logits, request, PROMPT, ()))[::-1][:5]
     want = np.where(np.isfinite(want), want, -9999.0)
     assert np.allclose(top, want, atol=1e-9)
+
+
+def test_serve_rejects_an_unknown_semantics(capsys):
+    pytest.importorskip("uvicorn")
+    from nemo_ref.cli import main
+
+    assert main(["serve", "--semantics", "nope", "--preset", "nemo-tiny"]) == 2
+    err = capsys.readouterr().err
+    assert "--semantics must be one of" in err and "llama.cpp" in err

@@ -148,3 +148,21 @@ def test_orders_that_differ_are_separated_and_rejections_count():
         tgi.rejects
         and separation(tgi, predict(engines.get("vllm"), ctx, {"temperature": 1.0, "top_p": 1.0})) == 1.0
     )
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--extra-body", "{not json"], "--extra-body is not valid JSON"),
+        (["--extra-body", "[1]"], "--extra-body must be a JSON object"),
+        (["--api-key-env", "NEMO_REF_PROBE_UNSET_VAR"], "NEMO_REF_PROBE_UNSET_VAR is not set"),
+        (["--only", "order,bogus"], "unknown tests ['bogus']"),
+        (["--budget", "3"], "--budget must be >= 10"),
+    ],
+)
+def test_probe_command_checks_its_arguments(argv, message, capsys, monkeypatch):
+    from nemo_ref.cli import main
+
+    monkeypatch.delenv("NEMO_REF_PROBE_UNSET_VAR", raising=False)
+    assert main(["probe", "--base-url", "http://127.0.0.1:9/v1", "--model", "m", *argv]) == 2
+    assert message in capsys.readouterr().err
