@@ -24,6 +24,8 @@ from .client import BudgetSpent, Endpoint
 from .world import Context, Prediction
 
 RESERVE = 14  # requests kept for the seed and stop tests
+WINDOW_GAP = 72  # tokens between a penalised candidate and the prompt's end in the "far" context
+FILLER_TEXT = " and so on,"
 MAX_DRAWS = 3000  # sampled tokens for the likelihood test
 N_TRY = 32  # draws per request when the endpoint has n
 
@@ -308,9 +310,11 @@ class Probe:
 
     # ---- 4 + 5. order, truncation and step-0 penalties --------------------------------------------
 
-    def _penalty_context(self) -> Context | None:
+    def _penalty_context(self, far: bool = False) -> Context | None:
         """The anchor prompt with its two likeliest tokens written in front of it, so that
-        prompt-scoped penalties have something to act on; measured afresh.
+        prompt-scoped penalties have something to act on; measured afresh. ``far``: with filler
+        between them and the anchor prompt, so that they sit more than WINDOW_GAP tokens back
+        (beyond llama.cpp's and Ollama's 64-token penalty window).
 
         With /tokenize and the completions route the new prompt is sent as token ids (the
         candidates' own ids, then the anchor prompt's), so where they sit is exact; otherwise it is
@@ -329,9 +333,15 @@ class Probe:
             with_special = self.endpoint.tokenize(ctx.prompt, special=True) or []
             plain = self.endpoint.tokenize(ctx.prompt, special=False) or []
             prefix = with_special[: len(with_special) - len(plain)]
-            prompt = [*prefix, *cands, *plain]
+            filler: list[int] = []
+            if far:
+                piece = self.endpoint.tokenize(FILLER_TEXT, special=False) or []
+                while piece and len(filler) + len(plain) < WINDOW_GAP:
+                    filler += piece
+            prompt = [*prefix, *cands, *filler, *plain]
         else:
-            prompt = "".join(ctx.tokens[:2]) + ".\n" + ctx.prompt
+            filler_text = FILLER_TEXT * (WINDOW_GAP // 3) if far else ""
+            prompt = "".join(ctx.tokens[:2]) + "." + filler_text + "\n" + ctx.prompt
         reply = self.endpoint.generate(prompt, {"temperature": 1.0}, top_logprobs=self.k)
         top = top_of(reply)
         if not top:
@@ -358,6 +368,7 @@ class Probe:
         contexts = [self.context]
         candidates_order = world.order_designs() if "order" in self.only else []
         pen_ctx = self._penalty_context() if "penalties" in self.only else None
+        far_ctx = self._penalty_context(far=True) if pen_ctx is not None else None
         chosen_all = []
         separable = {}
         if candidates_order:
@@ -368,6 +379,12 @@ class Probe:
             contexts.append(pen_ctx)
             chosen, best_possible = world.choose_designs(self.engines, pen_ctx, world.penalty_designs(), 4)
             chosen_all += [(pen_ctx, d, p) for d, p in chosen]
+            for k, v in best_possible.items():
+                separable[k] = max(separable.get(k, 0.0), v)
+        if far_ctx is not None:
+            contexts.append(far_ctx)
+            chosen, best_possible = world.choose_designs(self.engines, far_ctx, world.penalty_designs(), 3)
+            chosen_all += [(far_ctx, d, p) for d, p in chosen]
             for k, v in best_possible.items():
                 separable[k] = max(separable.get(k, 0.0), v)
         # The likelihood test runs per context (each has its own cells); scores add up.
@@ -429,19 +446,61 @@ class Probe:
                 "inseparable_here": [" = ".join(p) for p in inseparable],
             },
         )
-        if pen_ctx is not None and len(outcomes) > 1:
-            self._penalty_property(outcomes[-1][0], outcomes[-1][1], best)
+        penalty_outcomes = [(c, o) for c, o in outcomes if c is pen_ctx or c is far_ctx]
+        if penalty_outcomes:
+            self._penalty_property(penalty_outcomes, best)
 
-    def _penalty_property(self, ctx: Context, out: likelihood.Outcome, best: list[str]) -> None:
-        """Each penalty's step-0 behaviour: rejected, moved the distribution (prompt-scoped), or
-        no effect at step 0 (output-only or ignored: indistinguishable without generated tokens)."""
+    def _penalty_property(self, outcomes: list[tuple[Context, likelihood.Outcome]], best: list[str]) -> None:
+        """Each penalty's step-0 behaviour near (candidates a few tokens back) and far (more than
+        WINDOW_GAP back): moves both = prompt and output; near only = a window; neither = output
+        only or ignored (indistinguishable without generated tokens); or rejected."""
+        moved: dict[str, list[str]] = {}
+        evidence = {}
+        for ctx, out in outcomes:
+            label = "far" if ctx is not outcomes[0][0] else "near"
+            for name, verdict in self._penalty_moves(ctx, out, best).items():
+                moved.setdefault(name, []).append(f"{label}: {verdict}")
+            evidence[label] = {
+                "prompt": ctx.prompt,
+                "candidates_in_prompt": sorted({i for i in ctx.prompt_ids if i < ctx.k}),
+                "positions": "exact (/tokenize)" if ctx.exact_prompt else "estimated from text",
+                "designs": self._last_penalty_runs,
+            }
+        observed = {}
+        for name, verdicts in moved.items():
+            text = "; ".join(verdicts)
+            if "rejected" in text:
+                observed[name] = "rejected"
+            elif all("moves" in v for v in verdicts) and len(verdicts) > 1:
+                observed[name] = "prompt and output (moves near and far)"
+            elif verdicts[0].startswith("near: moves") and any(
+                v.startswith("far: no effect") for v in verdicts
+            ):
+                observed[name] = f"window (moves when a few tokens back, not {WINDOW_GAP}+ back)"
+            elif all("no effect" in v for v in verdicts):
+                observed[name] = "output only or ignored (no effect at step 0)"
+            else:
+                observed[name] = text
+        self.report.prop("penalty_scope", observed, best, evidence)
+
+    def _penalty_moves(self, ctx: Context, out: likelihood.Outcome, best: list[str]) -> dict[str, str]:
+        """Per penalty field: does it move the first token at this context?"""
         observed = {}
         neutral = {e.name: e for e in self.engines}
         runs = list(out.runs)
         # Repetition penalties are multiplicative (sign-dependent: not predictable from logprobs),
         # so they stay out of the ranking; a few draws say whether they move anything.
+        # The base design: the first whose unpenalised outcome the best engine can predict here.
+        bases = ({"temperature": 0.7, "top_p": 0.8}, {"temperature": 1.0, "top_p": 0.5}, {"temperature": 0.5})
+        base = bases[0]
+        if best:
+            for b in bases:
+                p = world.predict(neutral[best[0]], ctx, b)
+                if p is not None and not p.rejects:
+                    base = b
+                    break
         for name, value in world.MULTIPLICATIVE_PENALTIES:
-            design = {"temperature": 0.7, "top_p": 0.8, name: value}
+            design = {**base, name: value}
             run = likelihood.DesignRun(design, {}, np.zeros(ctx.k + 1, dtype=np.int64))
             while run.counts.sum() < 32 and self.endpoint.left > RESERVE:
                 reply = self.endpoint.generate(ctx.prompt, design, n=self.n, top_logprobs=1)
@@ -461,27 +520,14 @@ class Probe:
             # Did the penalty move anything? Compare with what the best engine predicts without it.
             ref = world.predict(neutral[best[0]], ctx, base) if best else None
             if ref is None or ref.rejects:
-                observed[name] = "accepted (effect not measurable here)"
+                observed[name] = "accepted, effect not measurable"
                 continue
             g, df = stats_g(run.counts, np.asarray(ref.by_offset[0]))
             moved = df > 0 and g > 0 and _p(g, df) < 1e-3
-            observed[name] = (
-                "prompt-scoped (moves the first token)"
-                if moved
-                else "no effect at step 0 (output-only or ignored)"
-            )
-        where = "exact (/tokenize)" if ctx.exact_prompt else "estimated from text"
-        self.report.prop(
-            "penalty_scope",
-            observed,
-            best,
-            {
-                "prompt": ctx.prompt,
-                "candidates_in_prompt": sorted({i for i in ctx.prompt_ids if i < ctx.k}),
-                "positions": where,
-                "designs": likelihood.describe_runs(runs, ctx),
-            },
-        )
+            if observed.get(name) != "moves the first token":  # several designs: any one moving counts
+                observed[name] = "moves the first token" if moved else "no effect"
+        self._last_penalty_runs = likelihood.describe_runs(runs, ctx)
+        return observed
 
     # ---- 6. seed ---------------------------------------------------------------------------------
 
