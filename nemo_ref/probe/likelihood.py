@@ -69,37 +69,51 @@ class Outcome:
     reason: str = ""
 
 
+def _run_terms(
+    run: DesignRun, pred: Prediction, j: int
+) -> tuple[float, int, tuple[float, int] | None] | None:
+    """(log-likelihood, impossible draws, G part) of one engine on one answered run; None when the
+    engine's prediction is unknown there (see world.predict)."""
+    if pred.rejects != (not run.accepted):  # accepted-vs-rejected mismatch
+        if not pred.status_known:
+            return 0.0, 0, None
+        # A deterministic contradiction: as if every draw (at least 32) were impossible.
+        weight = max(int(run.counts.sum()), MIN_DRAWS_PER_DESIGN)
+        return weight * math.log(stats.FLOOR), 1, (2 * weight * -math.log(stats.FLOOR), 1)
+    if pred.rejects:
+        return 0.0, 0, None
+    if pred.unknown:
+        return None
+    probs = list(pred.by_offset[j])
+    ll, imp = stats.log_likelihood(run.counts.tolist(), probs)
+    return ll, imp, stats.g_statistic(run.counts.tolist(), probs)
+
+
 def score(runs: Sequence[DesignRun], names: Sequence[str]) -> list[Score]:
-    """Every engine's profile log-likelihood, impossible draws and G-test p-value (best first)."""
+    """Every engine's log-likelihood, impossible draws and G-test p-value (best first).
+
+    An engine whose prediction for a run is unknown gets the best log-likelihood any engine
+    reaches on that run (the benefit of the doubt, never an advantage) and no G-test part.
+    """
+    answered = [r for r in runs if r.status is not None]
     out = []
-    for name in names:
-        best = None
-        for j in range(len(OFFSETS)):
+    for j, offset in enumerate(OFFSETS[:1]):
+        terms = {n: [_run_terms(r, r.predictions[n], j) for r in answered] for n in names}
+        best_known = [
+            max((terms[n][i][0] for n in names if terms[n][i] is not None), default=0.0)
+            for i in range(len(answered))
+        ]
+        for name in names:
             ll, impossible, parts = 0.0, 0, []
-            for run in runs:
-                pred = run.predictions[name]
-                if run.status is None:
+            for i, t in enumerate(terms[name]):
+                if t is None:
+                    ll += best_known[i]
                     continue
-                if pred.rejects != (not run.accepted):  # accepted-vs-rejected mismatch
-                    if pred.status_known:
-                        # A deterministic contradiction: as if every draw (at least 32) were impossible.
-                        weight = max(int(run.counts.sum()), MIN_DRAWS_PER_DESIGN)
-                        ll += weight * math.log(stats.FLOOR)
-                        impossible += 1
-                        parts.append((2 * weight * -math.log(stats.FLOOR), 1))
-                    continue
-                if pred.rejects:
-                    continue
-                probs = pred.by_offset[j]
-                l, imp = stats.log_likelihood(run.counts.tolist(), list(probs))
-                ll += l
-                impossible += imp
-                parts.append(stats.g_statistic(run.counts.tolist(), list(probs)))
-            cand = (ll, impossible, stats.combined_p(parts), j)
-            if best is None or cand[0] > best[0]:
-                best = cand
-        ll, impossible, p, j = best
-        out.append(Score(name, ll, impossible, p, OFFSETS[j]))
+                ll += t[0]
+                impossible += t[1]
+                if t[2] is not None:
+                    parts.append(t[2])
+            out.append(Score(name, ll, impossible, stats.combined_p(parts), offset))
     out.sort(key=lambda s: -s.log_likelihood)
     return out
 

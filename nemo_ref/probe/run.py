@@ -348,10 +348,13 @@ class Probe:
             return None
         new = measure(self.endpoint, prompt, self.k, top, repeats=2)
         if cands:
-            ids_of = {}
-            for i, t in enumerate(new.tokens[:2]):
-                if i < len(cands) and t == ctx.tokens[i]:
-                    ids_of[cands[i]] = i
+            # Every likely token's id (not only the two written in): any of them may already occur
+            # in the anchor prompt, and a penalty acts on it there too.
+            ids_of: dict[int, int] = {}
+            for i, t in enumerate(new.tokens[:8]):
+                one = self.endpoint.tokenize(t, special=False)
+                if one is not None and len(one) == 1 and one[0] not in ids_of:
+                    ids_of[one[0]] = i
             new.prompt_ids = [ids_of.get(t, new.k) for t in prompt]
             new.exact_prompt = True
         else:  # from the text: each occurrence of a known token's text, ~4 characters per token

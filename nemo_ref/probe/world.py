@@ -35,6 +35,7 @@ REJECT = "reject"
 TAIL_TOLERANCE = 0.01
 LIGHT_TAIL = 4096
 OFFSETS = (0.0,)  # logits = logprobs + c; one value: every design in use is offset-free
+SIGN_PROBE_OFFSET = 40.0  # every logit positive: tells offset-dependent predictions apart
 
 
 @dataclass
@@ -93,6 +94,7 @@ class Prediction:
     by_offset: list[np.ndarray | str]
     message: str = ""  # the engine's error message when it rejects
     status_known: bool = True
+    unknown: bool = False  # the prediction depends on the logits' unknown offset (see predict)
 
     @property
     def rejects(self) -> bool:
@@ -126,6 +128,21 @@ def predict(engine: Any, context: Context, design: Mapping[str, Any]) -> Predict
         if 0.5 * np.abs(cells[0] - cells[1]).sum() > TAIL_TOLERANCE:
             return None
         out.append(0.5 * (cells[0] + cells[1]))
+    # A multiplicative penalty (TGI maps presence_penalty to a repetition penalty) acts on the sign
+    # of the real logit, which logprobs hide: if shifting every logit changes the prediction, the
+    # engine's prediction for this design is unknown (scored as well as the best engine's, never
+    # better, and it separates nothing).
+    shifted = []
+    for tail in ("heavy", "light"):
+        z = context.logits(tail, SIGN_PROBE_OFFSET)
+        prompt = [i if i < context.k else z.size - 1 for i in context.prompt_ids]
+        try:
+            p = engine.probabilities(z, design, prompt, ())
+        except (ValueError, ParamError):
+            return None
+        shifted.append(np.append(p[: context.k], max(0.0, 1.0 - p[: context.k].sum())))
+    if 0.5 * np.abs(0.5 * (shifted[0] + shifted[1]) - out[0]).sum() > TAIL_TOLERANCE:
+        return Prediction(out, status_known=known, unknown=True)
     return Prediction(out, status_known=known)
 
 
@@ -135,6 +152,8 @@ def separation(a: Prediction, b: Prediction) -> float:
     difference that some offset could explain is no difference)."""
     if a.rejects or b.rejects:
         return 1.0 if a.rejects != b.rejects and a.status_known and b.status_known else 0.0
+    if a.unknown or b.unknown:
+        return 0.0
     best = 1.0
     for p in a.by_offset:
         for q in b.by_offset:
