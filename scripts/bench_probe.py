@@ -166,6 +166,7 @@ def markdown(results: dict[str, Any], machine: str, total_s: float | None = None
 def main() -> None:
     import argparse
     import json
+    import os
     import sys
     from pathlib import Path
 
@@ -185,13 +186,14 @@ def main() -> None:
     def show(name, data):
         print(f"{name}: {answer_of(data)} ({data['requests']} requests, {data['wall_s']} s)", file=sys.stderr)
 
+    t0 = time.monotonic()
     results = run(args.budget, progress=show)
-    machine = f"{cpu_model()}, {__import__('os').cpu_count()} CPUs (shared with other jobs)"
-    Path(args.out + ".json").write_text(
-        json.dumps({"machine": machine, "results": results}, indent=1, default=str)
-    )
-    Path(args.out + ".md").write_text(markdown(results, machine))
-    print(markdown(results, machine))
+    total = round(time.monotonic() - t0, 1)  # model and servers included
+    machine = f"{cpu_model()}, {os.cpu_count()} CPUs (shared with other jobs)"
+    saved = {"machine": machine, "total_s": total, "results": results}
+    Path(args.out + ".json").write_text(json.dumps(saved, indent=1, default=str))
+    Path(args.out + ".md").write_text(markdown(results, machine, total))
+    print(markdown(results, machine, total))
 
 
 if __name__ == "__main__":
