@@ -46,11 +46,17 @@ def print_table(data: dict[str, Any], out: TextIO = sys.stdout) -> None:
     per_test = data.get("requests_by_test", {})
     for name, prop in data["properties"].items():
         req = per_test.get(name if name != "order_truncation" else "order", "")
+        observed = prop["observed"]
+        detail = isinstance(observed, dict) and name != "anchor"
+        head = f"{len(observed)} fields, below" if detail else observed
         print(
-            f"{name:<{w[0]}} {_short(prop['observed'], w[1]):<{w[1]}} "
+            f"{name:<{w[0]}} {_short(head, w[1]):<{w[1]}} "
             f"{_short(', '.join(prop['matches']) or '-', w[2]):<{w[2]}} {req!s:>{w[3]}}",
             file=out,
         )
+        if detail:  # one line per field: these are the answers people look for
+            for key, value in observed.items():
+                print(f"{'':<{w[0]}}   {key}: {_short(value, 100)}", file=out)
         print(f"{'':<{w[0]}}   evidence: {_short(prop['evidence'], 110)}", file=out)
     print(file=out)
     if data["ranking"]:
