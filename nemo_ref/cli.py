@@ -244,10 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=cmd_generate)
 
     from .cli_checkpoint import add_checkpoint_commands
+    from .probe.cli import add_probe_command  # imports httpx only when run
     from .server.cli_serve import add_serve_command  # imports no server dependency until run
 
     add_checkpoint_commands(sub)
     add_serve_command(sub)
+    add_probe_command(sub)
     return parser
 
 

@@ -70,15 +70,17 @@ class Engine:
         *,
         max_batch: int = 8,
         max_len: int | None = None,
-        sampler: str | None = None,
+        sampler: str | Callable[[torch.Tensor, list], list] | None = None,
         cuda_graph: bool = False,
         prefill_chunk: int = PREFILL_CHUNK,
     ):
         self.device = model.tok_embeddings.weight.device
         if sampler is None:  # the fused Triton sampler on a GPU, the torch one elsewhere
             sampler = "triton" if self.device.type == "cuda" else "torch"
-        if sampler not in ("torch", "triton"):
-            raise ValueError(f"sampler must be 'torch' or 'triton', got {sampler!r}")
+        # A callable is a sampler backend with sample_batch's signature (logits [B, V], SampleRows)
+        # -> SampleResults, e.g. the server's emulation of another engine (server/semantics.py).
+        if not callable(sampler) and sampler not in ("torch", "triton"):
+            raise ValueError(f"sampler must be 'torch', 'triton' or a callable, got {sampler!r}")
         self.model = model
         self.max_len = max_len or model.args.max_seq_len
         self.cache = model.new_cache(max_batch, self.max_len)  # the engine's own: engines can share a model
@@ -262,7 +264,9 @@ class Engine:
     def _sample(self, logits_by_slot: dict[int, torch.Tensor]) -> None:
         from .sampling.batched import SampleRow, sample_batch
 
-        if self.sampler == "triton":
+        if callable(self.sampler):
+            sample_fn = self.sampler
+        elif self.sampler == "triton":
             from .kernels.sampling import sample_rows as sample_fn
         else:
             sample_fn = sample_batch

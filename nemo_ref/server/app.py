@@ -76,6 +76,7 @@ class ServerState:
         sampler: str | None,
         limits: Limits | None = None,
         prefill_chunk: int | None = None,
+        semantics: str = "nemo_ref",
     ):
         self.model_name = model_name
         self.prefill_chunk = prefill_chunk
@@ -84,6 +85,12 @@ class ServerState:
         self.max_batch = max_batch
         self.max_model_len = max_model_len
         self.sampler = sampler
+        self.semantics_name = semantics
+        self.semantics = None  # another engine's emulation (server/semantics.py), or nemo_ref's own
+        if semantics != "nemo_ref":
+            from .semantics import Semantics
+
+            self.semantics = Semantics(semantics)
         self.model: Any = None
         self.tokenizer: Any = None
         self.engine: Engine | None = None
@@ -100,7 +107,8 @@ class ServerState:
         if self.max_model_len is not None:
             context = min(context, self.max_model_len)
         chunk = {} if self.prefill_chunk is None else {"prefill_chunk": self.prefill_chunk}
-        engine = Engine(model, max_batch=self.max_batch, max_len=context, sampler=self.sampler, **chunk)
+        sampler = self.semantics if self.semantics is not None else self.sampler
+        engine = Engine(model, max_batch=self.max_batch, max_len=context, sampler=sampler, **chunk)
         _warm_structured(tokenizer)
         longest = max(len(tokenizer.token_bytes(i)) for i in range(tokenizer.n_special, tokenizer.vocab_size))
         self.prompt_chars = prompt_chars_cap(context, longest)
@@ -142,6 +150,11 @@ class ServerState:
             raise APIError(
                 f"The model {name!r} does not exist; this server serves {self.model_name!r}", "model"
             )
+
+    def describe_semantics(self) -> dict:
+        if self.semantics is None:
+            return {"engine": "nemo_ref", "logprobs_mode": "raw (or the request's logprobs_mode)"}
+        return self.semantics.describe()
 
     def envelope(self, prefix: str, seed: int) -> P.Envelope:
         return P.Envelope(
@@ -315,12 +328,14 @@ def create_app(
     on_load_error: Callable[[BaseException], None] | None = None,
     limits: Limits | None = None,
     prefill_chunk: int | None = None,
+    semantics: str = "nemo_ref",
 ) -> FastAPI:
     """The OpenAI-compatible app around ``model`` (or around what ``loader`` returns, loaded in a
     background thread at startup; ``on_load_error`` is called if that fails). ``notice``: the
     random-weights notice (default: a generic one when ``model.random_weights`` is set).
     ``sampler``: "torch" | "triton" (default: triton on CUDA). ``limits``: limits.py.
     ``prefill_chunk``: prompt tokens per engine step (default: the engine's; see engine.py).
+    ``semantics``: sample as that engine does (server/semantics.py); "nemo_ref" is the project's own.
     """
     if (model is None) == (loader is None):
         raise ValueError("create_app needs a model and tokenizer, or a loader (not both)")
@@ -331,6 +346,7 @@ def create_app(
         sampler=sampler,
         limits=limits,
         prefill_chunk=prefill_chunk,
+        semantics=semantics,
     )
     if model is not None:
         if tokenizer is None:
@@ -414,6 +430,7 @@ def create_app(
             "max_model_len": state.engine.max_len,
             "running": running,
             "waiting": waiting,
+            "semantics": state.describe_semantics(),
         }
 
     def model_card() -> dict:
@@ -422,6 +439,7 @@ def create_app(
             card["max_model_len"] = state.engine.max_len
             card["weights"] = "random" if state.random_weights else "checkpoint"
             card["notice"] = state.notice
+        card["semantics"] = state.describe_semantics()
         return card
 
     @app.get("/v1/models")
@@ -449,11 +467,19 @@ def create_app(
             ),
         }[kind]
         s = state.ready()
-        body = await _parse(request_model, await http.body())
+        raw, engine_request = await http.body(), None
+        if s.semantics is not None:  # the emulated engine owns (and validates) the sampling fields
+            try:
+                raw, engine_request = s.semantics.split(raw)
+            except ParamError as e:
+                raise APIError(str(e), e.param) from e
+        body = await _parse(request_model, raw)
         s.check_model(body.model)
         if body.stream_options is not None and not body.stream:
             raise APIError("stream_options is only allowed when stream is true", "stream_options")
         job = await run_in_threadpool(make_job, body)
+        if engine_request is not None:
+            s.semantics.attach(job.seqs, engine_request)
         job.submit(max_waiting=s.limits.max_queue)
         env = s.envelope(prefix, job.seed)
         if body.stream:

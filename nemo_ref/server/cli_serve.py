@@ -46,6 +46,13 @@ def add_serve_command(subparsers) -> None:
         default=None,
         help="prompt tokens prefilled per engine step, between decode steps (default: 512)",
     )
+    p.add_argument(
+        "--semantics",
+        default="nemo_ref",
+        metavar="ENGINE",
+        help="sample as this engine does: nemo_ref (default), vllm, hf, llama.cpp, ollama, sglang, tgi, "
+        "mistral-inference, openai (its order, defaults, validation and logprobs; docs/probe.md)",
+    )
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     _add_limit_args(p)
     add_model_args(p)
@@ -143,6 +150,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.semantics != "nemo_ref":
+        from .semantics import semantics_names
+
+        if args.semantics not in semantics_names():
+            print(f"error: --semantics must be one of {', '.join(semantics_names())}", file=sys.stderr)
+            return 2
     name = args.model_name
     if name is None:
         name = Path(args.checkpoint).resolve().name if args.checkpoint else (args.preset or DEFAULT_PRESET)
@@ -172,6 +185,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         sampler=args.sampler,
         limits=limits,
         prefill_chunk=args.prefill_chunk,
+        semantics=args.semantics,
     )
     auth = "API key required" if limits.api_key else "no API key: anyone who can connect may use it"
     print(
