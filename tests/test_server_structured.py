@@ -189,20 +189,23 @@ ID = re.compile(r"[A-Za-z0-9]{9}")
 
 def _tool_bias(server) -> dict[str, float]:
     """logit_bias for short tool calls from a random model: -100 on the 116 all-whitespace
-    tokens, +30 on "]".
+    tokens, +30 on the tokens that close the call array (`]`, `"]`, `}]`).
 
     A random model picks a whitespace token at almost every JSON gap until the gap's cap is
     reached, and keeps continuing the call array: calls then take hundreds of tokens. Real models
-    do neither; the bias keeps these tests short, and every seed of each range is checked. "]" is
-    a byte token, in the embedded model's Zipf tail (~24 nats below its favourites,
-    docs/architecture.md), hence +30 to make closing the array likely (1-5 calls per answer).
+    do neither; the bias keeps these tests short, and every seed of each range is checked. The
+    closers are in the embedded model's Zipf tail (~24 nats below its favourites,
+    docs/architecture.md), hence +30 to make closing the array likely (1-3 calls per answer). All
+    three, not "]" alone: after a call's `}` the array's end is usually spelled `}]`, and the
+    canonical separator `, ` is a frequent token that otherwise wins.
     (The parse and json_object tests above run without it.)
     """
     tok = server.tokenizer
     ws = [i for i in range(tok.n_special, tok.vocab_size) if re.fullmatch(rb"[ \t\r\n]+", tok.token_bytes(i))]
     bias = {str(i): -100.0 for i in ws}
-    (close,) = tok.encode("]", bos=False)
-    bias[str(close)] = 30.0
+    for i in range(tok.n_special, tok.vocab_size):
+        if re.fullmatch(rb'[}"]*\]', tok.token_bytes(i)):
+            bias[str(i)] = 30.0
     return bias
 
 
