@@ -198,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=cmd_generate)
 
     from .cli_checkpoint import add_checkpoint_commands
-    from .compare import add_compare_command
+    from .cli_compare import add_compare_command
     from .server.cli_serve import add_serve_command  # imports no server dependency until run
 
     add_checkpoint_commands(sub)

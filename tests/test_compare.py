@@ -105,6 +105,22 @@ def test_top_k_ties_hand_derived():
     assert c.disagreements() == [0, 1, 2]
 
 
+def test_small_probabilities_are_compared_relatively():
+    # 10,000 equal logits; token 0 was generated 3 times; frequency_penalty 0.5.
+    #  - nemo_ref (OpenAI's formula over the output): z_0 = -1.5 -> p_0 = e^-1.5 / (e^-1.5 + 9999)
+    #  - TGI (count / sequence length, 3 / 3): z_0 = -0.5     -> p_0 = e^-0.5 / (e^-0.5 + 9999)
+    # 2.23e-5 against 6.07e-5: apart by far less than 1e-4 in absolute terms, yet 2.7x.
+    c = compare(np.zeros(10_000), {"frequency_penalty": 0.5, "temperature": 1.0}, engines=["nemo_ref", "tgi"],
+                output_tokens=[0, 0, 0])  # fmt: skip
+    p_nemo, p_tgi = math.exp(-1.5) / (math.exp(-1.5) + 9999), math.exp(-0.5) / (math.exp(-0.5) + 9999)
+    assert c.results[0].probs[0] == pytest.approx(p_nemo, rel=1e-9)
+    assert c.results[1].probs[0] == pytest.approx(p_tgi, rel=1e-9)
+    # every other token: 1 / (9999 + e^-z_0) under both, equal to 4e-5 relative: not a difference
+    assert c.disagreements() == [0]
+    row = _cells(c.to_json(top=1))[0]
+    assert row["differs"] and row["engines"]["tgi"]["differs"] and not row["engines"]["nemo_ref"]["differs"]
+
+
 def test_rejecting_engine_is_shown_with_its_error():
     # vLLM rejects temperature > 2 (vllm/sampling_params.py); nemo_ref accepts T up to its own bound.
     c = compare([1.0, 0.5, 0.0], {"temperature": 2.5}, engines=["hf", "vllm"])
