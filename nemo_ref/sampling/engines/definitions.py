@@ -289,29 +289,33 @@ L_SAMPLING = "common/sampling.cpp"
 L_SCHEMA = "tools/server/server-schema.cpp"
 L_SERVER = "tools/server/server-context.cpp"
 
-LLAMA_CHOICES: dict[str, Any] = dict(
-    order=Cited(
-        ("logit_bias", "repetition", "presence_frequency", "top_k", "top_p", "min_p", "temperature"),
-        L_SAMPLING + " (common_sampler_init) + " + L_COMMON + " (samplers)",
-    ),
-    repetition_sign=Cited("positive_divides", L_SAMPLER + " (penalties: z <= 0 -> z * r)"),
-    repetition_scope=Cited(
-        "window", L_SAMPLER + " (penalties ring buffer) + " + L_SERVER + " (prompt accepted)"
-    ),
-    penalty_scope=Cited("window", L_SAMPLER + " (penalties)"),
-    frequency_formula=Cited("openai", L_SAMPLER + " (penalties)"),
-    top_k_ties=Cited("exactly_k_unspecified", L_SAMPLER + " (std::partial_sort)"),
-    top_p_boundary=Cited("lt", L_SAMPLER + " (top_p: smallest prefix with cumsum >= p)"),
-    zero_temperature=Cited("keep_first_max", L_SAMPLER + " (llama_sampler_temp_impl)"),
-    min_temperature=Cited(None, L_SAMPLER),
-    logprobs_mode=Cited("raw", L_SERVER + " (n_probs; post_sampling_probs gives the final ones)"),
-    seeding=Cited(
-        "std::mt19937(seed), uniform_real_distribution<double>, one draw per token", L_SAMPLER + " (dist)"
-    ),
-    unknown_bias_ids=Cited("drop", L_SCHEMA + " (logit_bias: ids outside [0, n_vocab) skipped)"),
-    float32=Cited(True, L_SAMPLER + " (llama_token_data.logit is float)"),
-    draw=llama_cpp_draw,
-)
+
+def _llama_choices(where: str) -> dict[str, Any]:
+    """The choices llama-server makes; `where` names the repository (Ollama runs llama-server)."""
+    return dict(
+        order=Cited(
+            ("logit_bias", "repetition", "presence_frequency", "top_k", "top_p", "min_p", "temperature"),
+            where + L_SAMPLING + " (common_sampler_init) + " + L_COMMON + " (samplers)",
+        ),
+        repetition_sign=Cited("positive_divides", where + L_SAMPLER + " (penalties: z <= 0 -> z * r)"),
+        repetition_scope=Cited(
+            "window", where + L_SAMPLER + " (penalties ring buffer) + " + L_SERVER + " (prompt accepted)"
+        ),
+        penalty_scope=Cited("window", where + L_SAMPLER + " (penalties)"),
+        frequency_formula=Cited("openai", where + L_SAMPLER + " (penalties)"),
+        top_k_ties=Cited("exactly_k_unspecified", where + L_SAMPLER + " (std::partial_sort)"),
+        top_p_boundary=Cited("lt", where + L_SAMPLER + " (top_p: smallest prefix with cumsum >= p)"),
+        zero_temperature=Cited("keep_first_max", where + L_SAMPLER + " (llama_sampler_temp_impl)"),
+        min_temperature=Cited(None, where + L_SAMPLER),
+        logprobs_mode=Cited("raw", where + L_SERVER + " (n_probs; post_sampling_probs gives the final ones)"),
+        seeding=Cited(
+            "std::mt19937(seed), uniform_real_distribution<double>, one draw per token",
+            where + L_SAMPLER + " (dist)",
+        ),
+        unknown_bias_ids=Cited("drop", where + L_SCHEMA + " (logit_bias: ids outside [0, n_vocab) skipped)"),
+        float32=Cited(True, where + L_SAMPLER + " (llama_token_data.logit is float)"),
+        draw=llama_cpp_draw,
+    )
 
 
 def _llama_fields(source: str) -> dict[str, Field]:
@@ -355,7 +359,7 @@ LLAMA_CPP = EngineSpec(
         "GGUF general.sampling.* metadata can replace the defaults.",
         "A request may reorder the chain (`samplers`); this emulation runs the default order.",
     ),
-    **LLAMA_CHOICES,
+    **_llama_choices(""),
 )
 
 O_OPENAI = "openai/openai.go"
@@ -385,7 +389,7 @@ OLLAMA = EngineSpec(
         "The Go sampler Ollama used from 2025 to mid 2026 ignored every penalty (ollama/ollama#15783).",
         "A Modelfile's PARAMETER lines replace the defaults.",
     ),
-    **LLAMA_CHOICES,
+    **_llama_choices("llama.cpp "),
 )
 
 

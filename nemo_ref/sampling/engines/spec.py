@@ -247,6 +247,10 @@ def _window_text(k: Mapping[str, Any], s: EngineSpec, which: str) -> str:
     return which
 
 
+ARITHMETIC_STEPS = frozenset(
+    {"logit_bias", "repetition", "presence_frequency", "normalised_frequency", "temperature"}
+)
+
 STEPS: dict[str, Step] = {
     "logit_bias": Step(
         "logit_bias",
@@ -452,7 +456,7 @@ class Engine:
             else:
                 names.append((name, step.setting(row.knobs, self.spec)))
                 z = step.apply(z, row)
-                if f32:
+                if f32 and name in ARITHMETIC_STEPS:  # the filters only remove, never compute
                     z = z.astype(np.float32).astype(np.float64)
                 if name == "greedy":
                     halted = True

@@ -15,8 +15,9 @@ separate function per engine:
 Rank order everywhere is nemo_ref's: descending logit, ties by ascending id. Engines whose sort
 leaves the order of equal logits unspecified are emulated with that order (and say so).
 
-Speed: nothing here sorts the vocabulary. top_k and top_p work on a prefix of the rank order found
-with np.argpartition (`rank_prefix`), grown x8 when top_p needs more ranks than the first guess.
+Speed: nothing here sorts or partitions the vocabulary. top_k and top_p work on a prefix of the rank
+order (`rank_prefix`): a bound from 64-id block maxima narrows the vocabulary to a few candidates,
+which alone are sorted; top_p grows its prefix x8 while the walk has not stopped inside it.
 """
 
 from __future__ import annotations
@@ -27,31 +28,58 @@ from collections.abc import Mapping
 import numpy as np
 
 NEG_INF = -math.inf
-TOP_P_FIRST_CANDIDATES = 1024  # ranks top_p looks at first; x8 until the walk stops inside them
+TOP_P_FIRST_CANDIDATES = 256  # ranks top_p looks at first; x8 until the walk stops inside them
+BLOCK = 64  # block size of the candidate search (see _top_candidates)
 
 
 def finite_count(z: np.ndarray) -> int:
     return int(np.count_nonzero(z > NEG_INF))
 
 
+def _top_candidates(z: np.ndarray, n: int) -> np.ndarray:
+    """Ids of every token whose value is >= the n-th largest (a superset of the n first ranks, with
+    the whole tie group at the cut), without partitioning the vocabulary: the n-th largest of the
+    64-id block maxima is a lower bound of the n-th largest value (n blocks each hold a value at
+    least that large), so comparing against it keeps every needed id and few others."""
+    blocks = z.size // BLOCK
+    if 4 * n <= blocks:
+        block_max = z[: blocks * BLOCK].reshape(blocks, BLOCK).max(axis=1)
+        bound = np.partition(block_max, blocks - n)[blocks - n]
+        if bound > NEG_INF:
+            return np.flatnonzero(z >= bound)  # ids past the last whole block are compared too
+    ids = np.flatnonzero(z > NEG_INF)
+    if ids.size > 4 * n:
+        v = z[ids]
+        return ids[v >= np.partition(v, v.size - n)[v.size - n]]
+    return ids
+
+
 def rank_prefix(z: np.ndarray, n: int) -> np.ndarray:
     """The first n token ids in rank order (descending z, ties lower id first); n <= #finite."""
     if n <= 0:
         return np.empty(0, dtype=np.int64)
-    if n < z.size:
-        # The n-th largest value; every id at or above it is a candidate (ties included), so the
-        # exact tie-break below sees the whole tie group at the cut.
-        cut = -np.partition(-z, n - 1)[n - 1]
-        cand = np.flatnonzero(z >= cut)
-    else:
-        cand = np.arange(z.size)
+    cand = _top_candidates(z, n)
     order = np.lexsort((cand, -z[cand]))  # primary: -z ascending; secondary: id ascending
     return cand[order[:n]]
 
 
+def _finite_ids_if_sparse(z: np.ndarray) -> np.ndarray | None:
+    """The ids of the finite logits when they are few (after a truncation), else None: exp over
+    those alone is much cheaper than over the vocabulary."""
+    ids = np.flatnonzero(z > NEG_INF)
+    return ids if ids.size * 4 < z.size else None
+
+
 def softmax(z: np.ndarray) -> np.ndarray:
-    w = np.exp(z - z.max())  # exp(-inf) = 0: removed tokens get exactly 0
-    return w / w.sum()
+    m = z.max()
+    ids = _finite_ids_if_sparse(z)
+    if ids is None:
+        w = np.exp(z - m)  # exp(-inf) = 0: removed tokens get exactly 0
+        return w / w.sum()
+    out = np.zeros_like(z)
+    w = np.exp(z[ids] - m)
+    out[ids] = w / w.sum()
+    return out
 
 
 def log_softmax(z: np.ndarray) -> np.ndarray:
@@ -129,7 +157,7 @@ def top_k(z: np.ndarray, k: int, ties: str = "exactly_k") -> np.ndarray:
     if not 0 < k < finite:
         return z
     if ties == "keep":
-        kth = -np.partition(-z, k - 1)[k - 1]
+        kth = z[rank_prefix(z, k)[-1]]
         return np.where(z >= kth, z, NEG_INF)
     return keep_only(z, rank_prefix(z, k))
 
@@ -137,13 +165,15 @@ def top_k(z: np.ndarray, k: int, ties: str = "exactly_k") -> np.ndarray:
 def top_p(z: np.ndarray, p: float, boundary: str = "lt") -> np.ndarray:
     """Walk the rank order of softmax(z); keep rank 0 and every t with A(t) < p ("lt") or A(t) <= p
     ("le"); A is a running (sequential) sum, as the engines' cumsum is."""
-    q = softmax(z)
-    finite = finite_count(z)
+    m = z.max()
+    sparse = _finite_ids_if_sparse(z)
+    total = np.exp((z if sparse is None else z[sparse]) - m).sum()
+    finite = finite_count(z) if sparse is None else sparse.size
     n = min(TOP_P_FIRST_CANDIDATES, finite)
     while True:
         ids = rank_prefix(z, n)
         above = np.zeros(ids.size)
-        above[1:] = np.cumsum(q[ids])[:-1]  # A(t): the running mass of the ranks before t
+        above[1:] = np.cumsum(np.exp(z[ids] - m) / total)[:-1]  # A(t): running mass of the ranks before t
         fails = (above >= p) if boundary == "lt" else (above > p)
         fails[0] = False  # the top token always stays
         stop = np.flatnonzero(fails)
