@@ -153,8 +153,9 @@ print("logits [1.0, 0.999] at T = 0.001:", [round(x, 4) for x in tiny_t], " (exa
 # ## 2. Where engines disagree
 #
 # The worked examples of `docs/sampling.md`, each computed four ways. **nemo_ref** is
-# `reference.distribution`. The other columns are *our transcription* of what each engine does,
-# written out explicitly below with the file it comes from; they are small enough to check by eye.
+# `reference.distribution`. The other columns are the emulations of `nemo_ref.sampling.engines`,
+# each engine's choices read from its source (docs/engines.md lists every choice with its file;
+# notebook 04 puts all nine engines side by side on a model's logits). The choices at work here:
 #
 # - **HF transformers** — `generation/utils.py::_get_logits_processor` adds the warpers in the
 #   order temperature, top_k, top_p, min_p; `generation/logits_process.py`: top_k keeps every
@@ -169,74 +170,19 @@ print("logits [1.0, 0.999] at T = 0.001:", [round(x, 4) for x in tiny_t], " (exa
 
 
 # %%
-def _t(z):
-    return torch.tensor(z, dtype=torch.float64)
+from nemo_ref.sampling import engines
+
+COLUMNS = {"HF transformers": "hf", "vLLM": "vllm", "llama.cpp": "llama.cpp"}  # column: engine name
+OFF = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "min_p": 0.0}  # sent explicitly: no engine default
 
 
-def hf_transformers(z, T=1.0, top_k=0, top_p=1.0, min_p=0.0):
-    # temperature -> top_k -> top_p -> min_p (transformers generation/utils.py)
-    z = _t(z) / T
-    if top_k > 0:
-        z[z < z.topk(top_k).values[-1]] = NEG_INF  # every tie with the k-th survives
-    if top_p < 1:
-        s, idx = z.sort()  # ascending
-        remove = s.softmax(0).cumsum(0) <= 1 - top_p
-        remove[-1] = False  # min_tokens_to_keep = 1
-        z[idx[remove]] = NEG_INF
-    if min_p > 0:
-        p = z.softmax(0)
-        z[p < min_p * p.max()] = NEG_INF
-    return z.softmax(0).tolist()
+def run(column, z, T=1.0, **knobs):
+    if column == "nemo_ref":
+        return reference.distribution(z, SamplingParams(temperature=T, **knobs), [], [])
+    request = {**OFF, "temperature": T, **knobs}  # the OpenAI-style request a client would send
+    return engines.get(COLUMNS[column]).distribution(z, request, [], [])
 
 
-def vllm(z, T=1.0, top_k=0, top_p=1.0, min_p=0.0):
-    # temperature -> min_p -> top_k -> top_p (vllm v1 sampler)
-    z = _t(z) / T
-    if min_p > 0:
-        p = z.softmax(0)
-        z[p < min_p * p.max()] = NEG_INF
-    s, idx = z.sort()  # ascending
-    if top_k > 0:
-        s[s < s[-top_k]] = NEG_INF  # tie-inclusive
-    if top_p < 1:
-        remove = s.softmax(0).cumsum(0) <= 1 - top_p
-        remove[-1] = False
-        s[remove] = NEG_INF
-    return torch.empty_like(z).scatter_(0, idx, s).softmax(0).tolist()
-
-
-def llama_cpp(z, T=1.0, top_k=0, top_p=1.0, min_p=0.0):
-    # top_k -> top_p -> min_p -> temperature LAST (llama.cpp default chain)
-    z = _t(z)
-    order = sorted(range(len(z)), key=lambda i: -z[i])  # a stable sort stands in for std::sort
-    if top_k > 0:
-        z[order[top_k:]] = NEG_INF
-    if top_p < 1:
-        p, cum, keep = z.softmax(0), 0.0, []
-        for i in order:
-            keep.append(i)
-            cum += p[i].item()
-            if cum >= top_p:
-                break
-        z[[i for i in order if i not in keep]] = NEG_INF
-    if min_p > 0:
-        p = z.softmax(0)
-        z[p < min_p * p.max()] = NEG_INF
-    return (z / T).softmax(0).tolist()
-
-
-def nemo_ref_dist(z, T=1.0, top_k=0, top_p=1.0, min_p=0.0):
-    return reference.distribution(
-        z, SamplingParams(temperature=T, top_k=top_k, top_p=top_p, min_p=min_p), [], []
-    )
-
-
-engines = {
-    "nemo_ref": nemo_ref_dist,
-    "HF transformers": hf_transformers,
-    "vLLM": vllm,
-    "llama.cpp": llama_cpp,
-}
 examples = [
     ("logits [3, 2, 1], top_p 0.8, T 0.5", [3.0, 2.0, 1.0], dict(T=0.5, top_p=0.8)),
     ("logits [3, 1, 0], min_p 0.2, T 2", [3.0, 1.0, 0.0], dict(T=2.0, min_p=0.2)),
@@ -247,10 +193,11 @@ examples = [
     ),
     ("logits [2, 1, 1, 0], top_k 2", [2.0, 1.0, 1.0, 0.0], dict(top_k=2)),
 ]
-results = {(ex, e): f(zz, **kw) for ex, zz, kw in examples for e, f in engines.items()}
+columns = ["nemo_ref", *COLUMNS]
+results = {(ex, c): run(c, zz, **kw) for ex, zz, kw in examples for c in columns}
 md_table(
-    ["example", *[f"{e}: kept" for e in engines]],
-    [(ex, *[kept(results[ex, e]) for e in engines]) for ex, _, _ in examples],
+    ["example", *[f"{c}: kept" for c in columns]],
+    [(ex, *[kept(results[ex, c]) for c in columns]) for ex, _, _ in examples],
 )
 
 # %% [markdown]
@@ -268,8 +215,8 @@ md_table(
 fig, axes = plt.subplots(1, 4, figsize=(16, 3.6), layout="constrained")
 width = 0.2
 for ax, (ex, zz, _) in zip(axes, examples, strict=False):
-    for j, e in enumerate(engines):
-        ax.bar([i + (j - 1.5) * width for i in range(len(zz))], results[ex, e], width, label=e)
+    for j, c in enumerate(columns):
+        ax.bar([i + (j - 1.5) * width for i in range(len(zz))], results[ex, c], width, label=c)
     ax.set_title(ex, fontsize=9)
     ax.set_xticks(range(len(zz)), [f"token {i}" for i in range(len(zz))])
 axes[0].set_ylabel("final probability")
@@ -277,8 +224,9 @@ axes[0].legend(fontsize=8)
 plt.show()
 
 # %% [markdown]
-# If transformers is installed (it is a `dev` extra), we can check our transcription of its order
-# against its real warpers, assembled the way `_get_logits_processor` assembles them:
+# If transformers is installed (it is a `dev` extra), we can check the `hf` emulation against its
+# real warpers, assembled the way `_get_logits_processor` assembles them (the engines' own tests do
+# this for hundreds of random cases):
 
 # %%
 import warnings
@@ -303,9 +251,10 @@ else:
             chain.append(TopPLogitsWarper(kw["top_p"]))
         if kw.get("min_p"):
             chain.append(MinPLogitsWarper(kw["min_p"]))
-        real = chain(torch.zeros(1, 1, dtype=torch.long), _t(zz)[None]).softmax(-1)[0]
+        scores = torch.tensor(zz, dtype=torch.float64)[None]
+        real = chain(torch.zeros(1, 1, dtype=torch.long), scores).softmax(-1)[0]
         print(
-            f"{ex:<50} transformers keeps {kept(real.tolist())}; ours-for-HF {kept(results[ex, 'HF transformers'])}"
+            f"{ex:<50} transformers keeps {kept(real.tolist())}; the hf emulation {kept(results[ex, 'HF transformers'])}"
         )
         assert torch.allclose(real, torch.tensor(results[ex, "HF transformers"], dtype=real.dtype))
 
