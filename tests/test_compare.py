@@ -183,6 +183,7 @@ def test_logits_files_round_trip(tmp_path):
 # ---- the command, end to end, in-process ----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_prompt_json_says_random_weights_and_matches_the_library(tmp_path, capsys):
     from nemo_ref.demo import embedded_model
     from nemo_ref.tokenizer import load_tokenizer
@@ -234,6 +235,18 @@ def test_cli_prompt_json_says_random_weights_and_matches_the_library(tmp_path, c
     replay = json.loads(capsys.readouterr().out)
     assert "random weights" in replay["warning"]
     assert [{**row, "text": None} for row in data["tokens"]] == replay["tokens"]
+
+
+def test_cli_chat_prompt_goes_through_the_chat_template(capsys):
+    from nemo_ref.tokenizer import load_tokenizer
+
+    argv = ["compare", "Hi", "--chat", "--system", "Be brief.", "--preset", "nemo-tiny", "--engines", "vllm",
+            "--top", "1", "--json"]  # fmt: skip
+    assert main(argv) == 0
+    data = json.loads(capsys.readouterr().out)
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    assert data["prompt_tokens"] == len(load_tokenizer().encode_chat(messages)) and data["output_tokens"] == 0
+    assert data["engines"][0]["resolved"]["temperature"] == 1.0  # vLLM's default for an unset field
 
 
 def test_cli_table_from_a_logits_file(tmp_path, capsys):
