@@ -22,7 +22,6 @@
 # %%
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 from _helpers import md_table
 
 from nemo_ref.compare import compare, next_token_logits
@@ -30,7 +29,6 @@ from nemo_ref.demo import embedded_model, notice
 from nemo_ref.sampling import ParamError, engines
 from nemo_ref.tokenizer import load_tokenizer
 
-torch.manual_seed(0)
 model = embedded_model("nemo-tiny", seed=0)  # 2 layers over the real 131,072-token vocabulary
 tok = load_tokenizer()
 print(notice("nemo-tiny", 0))
@@ -39,9 +37,10 @@ print("engines:", ", ".join(engines.names()))
 # %% [markdown]
 # ## The prompt and the request
 #
-# The prompt is a sentence; as history we pretend the model has been stuck in a loop, generating the
-# five tokens it now likes best, three times over. That is the situation the penalties exist for,
-# and it puts them to work on exactly the tokens at the top of the distribution.
+# The prompt is a sentence; as history we pretend the model has been stuck in a loop, generating
+# the five tokens it liked best after the prompt, three times over. That is the situation the
+# penalties exist for: they push those five tokens down, and whether they survive the truncation
+# that follows depends on the engine.
 #
 # The request is what a client would send to each engine's OpenAI-compatible route:
 # `temperature 0.7, top_p 0.9, frequency_penalty 0.5`. Every field it leaves out takes each
