@@ -69,8 +69,10 @@ class EngineResult:
         return None if i < 0 else self.steps[i][0]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Comparison:
+    """What `compare` returns: print it (the table), or ask it (`to_json`, `disagreements`, ...)."""
+
     logits: np.ndarray  # float64 [V]
     request: dict
     prompt_tokens: tuple[int, ...]
@@ -78,6 +80,16 @@ class Comparison:
     results: tuple[EngineResult, ...]
     token_str: Callable[[int], str] | None = None
     notice: str | None = None  # e.g. the random-weights notice of the model that made the logits
+
+    def __repr__(self) -> str:
+        answered = sum(r.ok for r in self.results)
+        return (
+            f"<Comparison of {len(self.results)} engines ({answered} answered) on {len(self.logits)} logits, "
+            f"request {_jsonable(self.request)}: print() it for the table>"
+        )
+
+    def __str__(self) -> str:
+        return self.table()
 
     @property
     def raw(self) -> np.ndarray:

@@ -84,6 +84,7 @@ def test_temperature_order_disagreement_hand_derived():
     assert {e["name"]: e["kept"] for e in data["engines"]} == {n: 1 for n in names} | {"llama.cpp": 2}
 
     table = c.table()
+    assert str(c) == table and "5 engines (5 answered)" in repr(c)
     line0 = next(line for line in table.splitlines() if line.split()[:2] == ["≠", "0"])
     line1 = next(line for line in table.splitlines() if line.split()[:2] == ["≠", "1"])
     assert [cell.strip() for cell in line0.split("|")[1:]] == ["1.0000"] * 4 + ["0.8808 *"]
