@@ -164,3 +164,69 @@ def test_engines_with_non_neutral_defaults_are_not_softmax():
     assert kept["llama.cpp"] <= 40
     assert kept["mistral-inference"] < 120
     assert all(kept[n] == 120 for n in NEUTRAL_DEFAULT_ENGINES)
+
+
+def test_the_package_imports_numpy_only():
+    """Core: no torch, server, tokenizer or oracle import anywhere in nemo_ref/sampling/engines."""
+    import ast
+    from pathlib import Path
+
+    import nemo_ref.sampling.engines as package
+
+    allowed = {"numpy", "math", "numbers", "sys", "collections", "dataclasses", "typing", "__future__"}
+    for path in Path(package.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                roots = {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                roots = {(node.module or "").split(".")[0]}
+            else:
+                continue
+            assert roots <= allowed, (path.name, roots)
+
+
+def test_top_p_on_flat_distributions_walks_value_buckets_exactly():
+    """A flat distribution (a random-weight model's) needs most of the vocabulary: top_p then cuts
+    by value buckets instead of sorting. Same kept set as the reference's S8 (pure Python, sorted),
+    with and without exact ties, and as a plain sorted walk for the A(t) <= p boundary."""
+    from nemo_ref.sampling.engines import steps
+
+    rng = np.random.default_rng(3)
+    for case in range(6):
+        z = rng.normal(0, 0.05 if case % 2 else 0.5, 20000)
+        if case >= 4:
+            z = np.round(z * 200) / 200  # many exact ties
+        p = float(rng.uniform(0.5, 0.97))
+        want = np.isfinite(np.array(reference.top_p(z.tolist(), p)))
+        got = np.isfinite(steps.top_p(z, p, "lt"))
+        assert np.array_equal(got, want), case
+        order = np.lexsort((np.arange(z.size), -z))
+        q = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+        above = np.concatenate(([0.0], np.cumsum(q[order])[:-1]))
+        keep_le = np.zeros(z.size, bool)
+        keep_le[order[above <= p]] = True
+        assert np.array_equal(np.isfinite(steps.top_p(z, p, "le")), keep_le), case
+
+
+def test_trace_names_the_step_that_dropped_each_token():
+    """llama.cpp's defaults on [3, 2, 1, -2]: top_p .95 drops token 3 (A = .662 + .244 + .090
+    >= .95); with top_p 1, min_p .05 (before temperature) drops it (e^-5 < .05)."""
+    trace = get("llama.cpp").trace(np.array([3.0, 2.0, 1.0, -2.0]), {})
+    assert [trace.dropped_at(t) for t in range(4)] == [None, None, None, "top_p"]
+    trace = get("llama.cpp").trace(np.array([3.0, 2.0, 1.0, -2.0]), {"top_p": 1.0})
+    assert [trace.dropped_at(t) for t in range(4)] == [None, None, None, "min_p"]
+    np.testing.assert_allclose(trace.stage_probabilities(0), softmax_np([3.0, 2.0, 1.0, -2.0]), rtol=1e-6)
+    assert [name for name, _ in trace.steps] == [
+        "logit_bias",
+        "repetition",
+        "presence_frequency",
+        "top_k",
+        "top_p",
+        "min_p",
+        "temperature",
+    ]
+
+
+def softmax_np(x) -> np.ndarray:
+    w = np.exp(np.asarray(x) - max(x))
+    return w / w.sum()

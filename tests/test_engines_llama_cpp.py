@@ -99,8 +99,8 @@ def random_request(rng: np.random.Generator, vocab: int) -> dict:
 
 
 def distinct_logits(rng: np.random.Generator, vocab: int) -> np.ndarray:
-    z = rng.normal(0, 3, vocab).astype(np.float32)
-    assert np.unique(z).size == vocab
+    z = rng.permutation(np.unique(rng.normal(0, 3, 2 * vocab).astype(np.float32)))[:vocab]
+    assert z.size == vocab
     return z
 
 
@@ -174,6 +174,11 @@ def test_server_clamps_and_rejections():
     assert caught.value.param == "repeat_last_n" and "0 <= value" in str(caught.value)
     with pytest.raises(ParamError):
         e.resolve({"repeat_penalty": 0.0})
+    # logit_bias `false` bans a token (-inf), as the real logit_bias sampler then does.
+    z = np.array([1.0, 2.0, 0.5], dtype=np.float32)
+    knobs = e.resolve({"logit_bias": {"1": False}, "temperature": 1.0})
+    want, _ = real_chain(z, knobs, [], [], seed=5)
+    assert set(want) == {0, 2} and e.probabilities(z, {"logit_bias": {"1": False}})[1] == 0.0
     # repetition_penalty is not a llama-server field: silently ignored.
     assert e.resolve({"repetition_penalty": 1.5})["repetition_penalty"] == 1.0
     assert e.ignored_fields({"repetition_penalty": 1.5, "top_k": 3}) == ["repetition_penalty"]
@@ -203,3 +208,26 @@ def test_mt19937_matches_the_published_generator():
     assert words[0] == 3499211612 and words[-1] == 4123659995
     u = uniform_doubles(5489, 1)[0]
     assert u == (3499211612 + 581869302 * 2.0**32) / 2.0**64
+
+
+def test_large_vocabularies_take_the_same_paths_as_the_real_chain():
+    """V = 6000: top_p on more than 1024 unsorted candidates takes llama.cpp's bucket partial sort
+    (256 first, then all), min_p its unsorted path, and dist walks the sorted or the id order."""
+    rng = np.random.default_rng(11)
+    e = get("llama.cpp")
+    requests = [
+        {"top_k": 0, "top_p": 0.9, "min_p": 0.0, "temperature": 0.7},
+        {"top_k": 0, "top_p": 1.0, "min_p": 0.01, "temperature": 1.3},
+        {"top_k": 0, "top_p": 0.999, "min_p": 0.0, "temperature": 1.0},
+        {"top_k": 3000, "top_p": 0.5, "min_p": 0.0, "temperature": 1.0},
+        {},
+    ]
+    for request in requests:
+        z = distinct_logits(rng, 6000) / 3  # flat: top_p needs many ranks
+        prompt, output = rng.integers(0, 6000, 40).tolist(), rng.integers(0, 6000, 3).tolist()
+        want, token = real_chain(z, e.resolve(request), prompt, output, seed=99)
+        got = e.probabilities(z, request, prompt, output)
+        assert set(np.flatnonzero(got).tolist()) == set(want), request
+        ids = sorted(want)
+        np.testing.assert_allclose(got[ids], [want[i] for i in ids], rtol=2e-5, atol=1e-9)
+        assert e.sample(z, request, prompt, output, 99) == token, request

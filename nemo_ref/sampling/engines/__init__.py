@@ -4,6 +4,7 @@
     engines.names()                       # ["nemo_ref", "vllm", "hf", "llama.cpp", ...]
     e = engines.get("llama.cpp")
     e.resolve({"temperature": 0.7})       # the knobs it runs with (its defaults filled in)
+    e.request_notes(request)              # fields it ignored, values it clamped or rewrote
     e.probabilities(logits, request, prompt_tokens, output_tokens)   # float64 [V]
     e.trace(logits, request, ...)         # every step, what it dropped
     e.sample(logits, request, prompt_tokens, output_tokens, seed)    # where the draw is reproducible

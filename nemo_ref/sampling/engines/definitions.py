@@ -1,5 +1,7 @@
 """The nine engines, each as its choices over the shared steps, each choice with its source.
 
+Long by nature: it is the data behind docs/engines.md, one block per engine, nothing else.
+
 Sources are files of the engine's own repository at the version in `version` (llama.cpp: the copy
 vendored by llama-cpp-python 0.3.36). `Cited(..., assumed=True)` marks what the source (or, for
 OpenAI, the API reference) leaves open: the emulation's assumption, stated in docs/engines.md.
@@ -158,11 +160,15 @@ VLLM = EngineSpec(
         "temperature": _f("temperature", V_PARAMS, 0, 2, "400: temperature must be in [0, 2]"),
         "top_p": _f("top_p", V_PARAMS, 0, 1, "400: top_p must be in (0, 1]", lo_open=True),
         "top_k": _f(
-            "top_k", V_PARAMS, -1, kind="int", answer="400: top_k must be -1 or 0 (disable), or at least 1"
+            "top_k", V_PARAMS, -1, kind="int", answer="400: top_k must be 0 (disable), or at least 1"
         ),
         "min_p": _f("min_p", V_PARAMS, 0, 1, "400: min_p must be in [0, 1]"),
         "repetition_penalty": _f(
-            "repetition_penalty", V_PARAMS, 0, 2, "400: repetition_penalty must be in (0, 2]", lo_open=True
+            "repetition_penalty",
+            V_PARAMS,
+            0,
+            answer="400: repetition_penalty must be greater than zero",
+            lo_open=True,
         ),
         "presence_penalty": _f(
             "presence_penalty", V_PARAMS, -2, 2, "400: presence_penalty must be in [-2, 2]"
@@ -344,7 +350,7 @@ def _llama_fields(source: str) -> dict[str, Field]:
         ),
         "presence_penalty": _f("presence_penalty", source),
         "frequency_penalty": _f("frequency_penalty", source),
-        "logit_bias": _f("logit_bias", source, kind="bias", answer="no range; false = -inf"),
+        "logit_bias": _f("logit_bias", source, kind="bias", answer="no range; false bans", false_bans=True),
     }
 
 
@@ -362,7 +368,7 @@ LLAMA_CPP = EngineSpec(
     **_llama_choices(""),
 )
 
-O_OPENAI = "openai/openai.go"
+O_OPENAI = "openai/openai.go (FromChatRequest)"
 O_TYPES = "api/types.go (DefaultOptions)"
 _OLLAMA_IGNORES = "not read by Ollama's OpenAI route (use /api/chat options): ignored"
 
@@ -457,7 +463,7 @@ SGLANG = EngineSpec(
 T_LP = "server/text_generation_server/utils/logits_process.py"
 T_TOKENS = "server/text_generation_server/utils/tokens.py (NextTokenChooser)"
 T_VALID = "router/src/validation.rs"
-T_CHAT = "router/src/server.rs (chat completions)"
+T_CHAT = "router/src/lib.rs (ChatRequest::try_into_generate)"
 _TGI_CHAT = "not a field of TGI's chat request: ignored"
 
 TGI = EngineSpec(
@@ -485,9 +491,9 @@ TGI = EngineSpec(
             answer="`repetition_penalty` (= presence_penalty + 2) must be strictly positive",
             transform=lambda v: {"repetition_penalty": v + 2.0},
         ),
-        "top_k": _ignored("top_k", T_CHAT, _TGI_CHAT, assumed=True),
+        "top_k": _ignored("top_k", T_CHAT, _TGI_CHAT),
         "min_p": _ignored("min_p", T_CHAT, "TGI has no min_p: ignored"),
-        "repetition_penalty": _ignored("repetition_penalty", T_CHAT, _TGI_CHAT, assumed=True),
+        "repetition_penalty": _ignored("repetition_penalty", T_CHAT, _TGI_CHAT),
         "logit_bias": _ignored("logit_bias", T_CHAT, "accepted and unused"),
     },
     repetition_sign=Cited("positive_divides", T_LP + " (HeterogeneousRepetitionPenaltyLogitsProcessor)"),

@@ -199,7 +199,7 @@ def _field_text(name: str, f: Field) -> str:
         return f"sets {f.answer.split('`')[1]}: {f.answer}"
     if f.kind == "bias":
         if math.isinf(f.lo):
-            return "any value"
+            return "any value" + ("; `false` bans the token" if f.false_bans else "")
         rng = f"[{f.lo:g}, {f.hi:g}]"
         return f"clamped to {rng}" if f.violation == "clamp" else f"{rng}, else error"
     if f.required:
@@ -359,6 +359,7 @@ def render() -> str:
         "from nemo_ref.sampling import engines",
         'e = engines.get("llama.cpp")              # engines.names(): nemo_ref first',
         'e.resolve({"temperature": 0.7})           # the knobs it runs with, its defaults filled in',
+        'e.request_notes({"top_k": 5})             # what it silently ignored, clamped or rewrote',
         "e.probabilities(logits, request, prompt_tokens, output_tokens)   # float64 [V], sums to 1",
         "e.trace(logits, request, prompt_tokens, output_tokens)           # each step, what it dropped",
         "e.logprobs(logits, request, ...)          # what its API reports (raw / tempered / processed)",
@@ -371,6 +372,16 @@ def render() -> str:
         "(`tests/test_engines_llama_cpp.py`); `nemo_ref` against `reference.py`; the engines whose",
         "code cannot run here by examples derived by hand from the cited source lines",
         "(`tests/test_engines_rules.py`).",
+        "",
+        "Limits, stated: the emulations compute in float64 (llama.cpp and Ollama on float32-rounded",
+        "logits and arithmetic, as those engines hold them), so a cut that falls within rounding of a",
+        "boundary may differ from the engine's own float32 or bfloat16 arithmetic. Where an engine's",
+        "sort leaves the order of equal values unspecified (ties at llama.cpp's top_k, equal",
+        "probabilities straddling a top_p cut), the emulation takes the lower id first. Only the",
+        "default chain of each engine is modelled: llama.cpp's `samplers` reordering, DRY, XTC,",
+        "typical-p, mirostat, grammars, vLLM's generation_config overlay and SGLang's FlashInfer",
+        "kernels are out of scope (see the notes per engine). `sample()` exists only where the draw is",
+        "a function of the seed on any machine; for GPU engines it raises NotImplementedError.",
         "",
         "## The choices",
         "",

@@ -8,14 +8,13 @@ its logprobs report, and, where the source makes the draw deterministic, the tok
 
 The knobs are the request fields' meanings, named as OpenAI names the fields, plus `repeat_last_n`
 (the penalty window of llama.cpp and Ollama). A request field maps to a knob through a `Field`: it
-may be used (validated, clamped or rejected as the engine does), silently ignored (the engine does
+may be used (validated, clamped or rejected as the engine does: fields.py), silently ignored (the engine does
 not read it on its OpenAI route), or unsupported (the engine answers an error).
 """
 
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +23,7 @@ import numpy as np
 
 from ..params import ParamError
 from . import steps
+from .fields import Field, check_bias, check_number
 
 KNOBS = (
     "temperature",
@@ -56,31 +56,6 @@ class Cited:
     value: Any
     source: str
     assumed: bool = False  # True: not read in the engine's source; an explicit assumption
-
-
-@dataclass(frozen=True)
-class Field:
-    """What an engine does with one request field.
-
-    treatment: "use" (validated, then sets `knob`), "ignore" (the engine does not read the field;
-    the knob keeps its default), "unsupported" (a non-neutral value is an error: `answer`).
-    Range: [lo, hi] with open ends as flagged; outside it the engine rejects (`violation="reject"`,
-    answering `answer`) or clamps into the range (`violation="clamp"`)."""
-
-    treatment: str
-    knob: str | None = None
-    kind: str = "float"  # "float" | "int" | "bias"
-    lo: float = -math.inf
-    hi: float = math.inf
-    lo_open: bool = False
-    hi_open: bool = False
-    violation: str = "reject"
-    answer: str = ""
-    source: str = ""
-    assumed: bool = False
-    transform: Callable[[Any], dict[str, Any]] | None = None  # value -> knobs (TGI's presence)
-    reject_values: tuple[Any, ...] = ()  # in range but refused (SGLang's top_k = 0)
-    required: bool = False  # absent is an error (mistral-inference's temperature)
 
 
 @dataclass(frozen=True)
@@ -127,53 +102,14 @@ class Trace:
     input_logits: np.ndarray
     tempered_logits: np.ndarray | None = None  # after temperature, before the filters
 
+    def stage_probabilities(self, i: int) -> np.ndarray:
+        """softmax of the logits after step i (a dense pass: computed on demand, not stored)."""
+        return steps.softmax(self.stage_logits[i])
 
-# ---- validation ----------------------------------------------------------------------------------
-
-
-def _range_text(f: Field) -> str:
-    lo = "(" if f.lo_open else "["
-    hi = ")" if f.hi_open else "]"
-    return f"{lo}{f.lo:g}, {f.hi:g}{hi}"
-
-
-def _check_number(name: str, value: Any, f: Field, engine: str) -> float | int:
-    if f.kind == "int":
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-            raise ParamError(name, f"{engine}: {name} must be an integer; got {value!r}")
-        x: float | int = int(value)
-    else:
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise ParamError(name, f"{engine}: {name} must be a number; got {value!r}")
-        x = float(value)
-        if not math.isfinite(x):
-            raise ParamError(name, f"{engine}: {name} must be finite; got {value!r} (JSON has no NaN)")
-    if x in f.reject_values:
-        raise ParamError(name, f"{engine} rejects {name}={value!r}: {f.answer}")
-    below = x < f.lo or (f.lo_open and x == f.lo)
-    above = x > f.hi or (f.hi_open and x == f.hi)
-    if below or above:
-        if f.violation == "clamp":
-            return type(x)(f.lo if below else f.hi)
-        answer = f.answer or f"{name} must be in {_range_text(f)}"
-        raise ParamError(name, f"{engine} rejects {name}={value!r}: {answer}")
-    return x
-
-
-def _check_bias(value: Any, f: Field, engine: str) -> dict[int, float]:
-    if not isinstance(value, Mapping):
-        raise ParamError("logit_bias", f"{engine}: logit_bias must be an object {{token id: bias}}")
-    out: dict[int, float] = {}
-    for key, bias in value.items():
-        try:
-            token = int(key)
-        except (TypeError, ValueError):
-            raise ParamError("logit_bias", f"{engine}: logit_bias key {key!r} is not a token id") from None
-        if isinstance(key, bool) or token < 0:
-            raise ParamError("logit_bias", f"{engine}: logit_bias key {key!r} is not a token id")
-        number = Field("use", kind="float", lo=f.lo, hi=f.hi, violation=f.violation, answer=f.answer)
-        out[token] = out.get(token, 0.0) + float(_check_number("logit_bias", bias, number, engine))
-    return out
+    def dropped_at(self, token: int) -> str | None:
+        """The name of the step that removed `token`, or None if it survived."""
+        i = int(self.dropped_by[token])
+        return None if i < 0 else self.steps[i][0]
 
 
 # ---- the steps, by name --------------------------------------------------------------------------
@@ -189,13 +125,15 @@ class _Row:
     output: np.ndarray
 
     def scope(self, which: str) -> np.ndarray:
+        """The token ids a penalty sees: "output", "prompt+output", or "window" (the last
+        repeat_last_n of prompt + output: llama-server accepts every prompt token into it)."""
         if which == "output":
             return self.output
         history = np.concatenate([self.prompt, self.output])
-        if which == "window":
-            n = self.knobs["repeat_last_n"]
-            return history if n is None else history[max(history.size - n, 0) :] if n > 0 else history[:0]
-        return history  # "prompt+output"
+        n = self.knobs["repeat_last_n"]
+        if which != "window" or n is None:
+            return history
+        return history[max(history.size - n, 0) :] if n > 0 else history[:0]
 
 
 def _counts(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -341,10 +279,31 @@ def _as_ids(tokens: Any, vocab: int, what: str) -> np.ndarray:
     return ids
 
 
+def _check_consistent(spec: EngineSpec) -> None:
+    """The descriptive choices (the docs' table) and the step order (what runs) must agree."""
+    order = spec.order.value
+    unknown = [s for s in order if s not in STEPS]
+    formula = {"openai": "presence_frequency", "normalised": "normalised_frequency"}
+    rules = {
+        "unknown steps": not unknown,
+        "frequency_formula": all(
+            (f == spec.frequency_formula.value) == (st in order) for f, st in formula.items()
+        ),
+        "repetition_scope": (spec.repetition_scope.value == "none") == ("repetition" not in order),
+        "top_k_ties": (spec.top_k_ties.value == "none") == ("top_k" not in order),
+        "zero_temperature": (spec.zero_temperature.value in ("greedy", "argmax_if_not_positive"))
+        == ("greedy" in order),
+    }
+    broken = [name for name, ok in rules.items() if not ok]
+    if broken:
+        raise ValueError(f"engine {spec.name}: its choices contradict its step order: {broken} {unknown}")
+
+
 class Engine:
     """One engine's sampling semantics (the public face of an EngineSpec)."""
 
     def __init__(self, spec: EngineSpec):
+        _check_consistent(spec)
         self.spec = spec
         self.name = spec.name
         self.version = spec.version
@@ -370,7 +329,16 @@ class Engine:
         """The knobs this engine runs with for `request`: defaults, the fields it reads (validated,
         clamped or rejected as it does), its own rules (clamps, greedy rewrites). Fields outside
         `spec.fields` (seed, max_tokens, ...) are not sampling knobs and are left alone."""
+        return self._resolve(request)[0]
+
+    def request_notes(self, request: Mapping[str, Any]) -> list[str]:
+        """What this engine silently does to `request`: fields ignored, values clamped, rewrites
+        (e.g. TGI's presence_penalty -> repetition_penalty, vLLM's temperature floor)."""
+        return self._resolve(request)[1]
+
+    def _resolve(self, request: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
         knobs = {k: (dict(v) if isinstance(v, dict) else v) for k, v in self._defaults.items()}
+        notes: list[str] = []
         for name, f in self.spec.fields.items():
             if f.required and request.get(name) is None:
                 raise ParamError(name, f"{self.name}: {f.answer}")
@@ -379,30 +347,39 @@ class Engine:
             if f is None or value is None:  # null asks for the default on every engine here
                 continue
             if f.treatment == "ignore":
+                notes.append(f"{name}: {f.answer}")
                 continue
             if f.treatment == "unsupported":
                 if f.knob is not None and value == self._defaults[f.knob]:
                     continue  # the value the engine uses anyway: what omitting the field means
                 raise ParamError(name, f"{self.name}: {f.answer}")
-            value = (
-                _check_bias(value, f, self.name)
+            checked = (
+                check_bias(value, f, self.name)
                 if f.kind == "bias"
-                else _check_number(name, value, f, self.name)
+                else check_number(name, value, f, self.name)
             )
+            if f.kind != "bias" and checked != value:
+                notes.append(f"{name}: {value!r} clamped to {checked!r}")
             if f.transform is not None:
-                knobs.update(f.transform(value))
+                rewritten = f.transform(checked)
+                knobs.update(rewritten)
+                notes.append(
+                    f"{name}: {value!r} becomes " + ", ".join(f"{k} {v!r}" for k, v in rewritten.items())
+                )
             else:
-                knobs[f.knob] = value
-        return self._engine_rules(knobs)
+                knobs[f.knob] = checked
+        return self._engine_rules(knobs, notes), notes
 
-    def _engine_rules(self, knobs: dict[str, Any]) -> dict[str, Any]:
+    def _engine_rules(self, knobs: dict[str, Any], notes: list[str]) -> dict[str, Any]:
         s = self.spec
         if knobs["top_k"] < 0:
             knobs["top_k"] = 0  # -1 (and, where accepted, other negatives) means off
         floor = s.min_temperature.value
         if floor is not None and 0 < knobs["temperature"] < floor:
+            notes.append(f"temperature: {knobs['temperature']!r} raised to {floor!r}")
             knobs["temperature"] = floor
         if s.zero_temperature.value == "greedy_via_top_k" and knobs["temperature"] < 1e-6:
+            notes.append(f"temperature: {knobs['temperature']!r} becomes temperature 1.0, top_k 1")
             knobs["temperature"], knobs["top_k"] = 1.0, 1
         return knobs
 

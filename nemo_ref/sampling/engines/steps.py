@@ -17,7 +17,8 @@ leaves the order of equal logits unspecified are emulated with that order (and s
 
 Speed: nothing here sorts or partitions the vocabulary. top_k and top_p work on a prefix of the rank
 order (`rank_prefix`): a bound from 64-id block maxima narrows the vocabulary to a few candidates,
-which alone are sorted; top_p grows its prefix x8 while the walk has not stopped inside it.
+which alone are sorted. top_p walks a sorted prefix of 256 ranks; when the cut lies further down (a
+flat distribution), value buckets locate it and only the bucket holding it is sorted.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from collections.abc import Mapping
 import numpy as np
 
 NEG_INF = -math.inf
-TOP_P_FIRST_CANDIDATES = 256  # ranks top_p looks at first; x8 until the walk stops inside them
+TOP_P_SORTED_PREFIX = 256  # ranks top_p sorts first; a walk past them goes to value buckets
+TOP_P_BUCKETS = 1024
+BUCKET_SORT_LIMIT = 4096  # a bucket this small is sorted and walked
 BLOCK = 64  # block size of the candidate search (see _top_candidates)
 
 
@@ -162,21 +165,53 @@ def top_k(z: np.ndarray, k: int, ties: str = "exactly_k") -> np.ndarray:
     return keep_only(z, rank_prefix(z, k))
 
 
+def _walk(order: np.ndarray, q: np.ndarray, above: float, p: float, boundary: str) -> np.ndarray:
+    """The prefix of `order` (ids in rank order, preceded by mass `above`) whose A(t) passes."""
+    a = above + np.concatenate(([0.0], np.cumsum(q[order])[:-1]))  # A(t), a running sum
+    fails = np.flatnonzero(a >= p if boundary == "lt" else a > p)
+    return order[: fails[0]] if fails.size else order
+
+
+def _walk_buckets(
+    z: np.ndarray, q: np.ndarray, ids: np.ndarray, above: float, p: float, boundary: str
+) -> np.ndarray:
+    """The ids of `ids` (all ranked after mass `above`) that top_p keeps, without sorting them all:
+    bucket their values (a bucket holds a contiguous stretch of the rank order), keep every bucket
+    whose end stays below the cut, and walk only the bucket the cut falls in (recursively)."""
+    if ids.size <= BUCKET_SORT_LIMIT:
+        return _walk(ids[np.lexsort((ids, -z[ids]))], q, above, p, boundary)
+    v = z[ids]
+    hi, lo = v.max(), v.min()
+    if hi == lo:  # one tie group: its rank order is the id order
+        return _walk(ids, q, above, p, boundary)
+    bucket = ((hi - v) * ((TOP_P_BUCKETS - 1) / (hi - lo))).astype(np.int64)  # 0 holds the largest
+    mass = np.bincount(bucket, weights=q[ids], minlength=TOP_P_BUCKETS)
+    end = above + np.cumsum(mass)  # the mass up to the end of each bucket
+    crossing = np.flatnonzero(end >= p if boundary == "lt" else end > p)
+    if not crossing.size:
+        return ids
+    j = int(crossing[0])
+    inner = _walk_buckets(z, q, ids[bucket == j], float(end[j] - mass[j]), p, boundary)
+    return np.concatenate([ids[bucket < j], inner])
+
+
 def top_p(z: np.ndarray, p: float, boundary: str = "lt") -> np.ndarray:
     """Walk the rank order of softmax(z); keep rank 0 and every t with A(t) < p ("lt") or A(t) <= p
-    ("le"); A is a running (sequential) sum, as the engines' cumsum is."""
+    ("le"), A being the running mass of the ranks before t. A peaked distribution stops within the
+    first ranks (a sorted prefix); a flat one is cut by value buckets (_walk_buckets)."""
     m = z.max()
-    sparse = _finite_ids_if_sparse(z)
-    total = np.exp((z if sparse is None else z[sparse]) - m).sum()
-    finite = finite_count(z) if sparse is None else sparse.size
-    n = min(TOP_P_FIRST_CANDIDATES, finite)
-    while True:
-        ids = rank_prefix(z, n)
-        above = np.zeros(ids.size)
-        above[1:] = np.cumsum(np.exp(z[ids] - m) / total)[:-1]  # A(t): running mass of the ranks before t
-        fails = (above >= p) if boundary == "lt" else (above > p)
-        fails[0] = False  # the top token always stays
-        stop = np.flatnonzero(fails)
-        if stop.size or n == finite:
-            return keep_only(z, ids[: stop[0]] if stop.size else ids)
-        n = min(n * 8, finite)
+    ids = _finite_ids_if_sparse(z)
+    q = np.exp(z - m) if ids is None else np.zeros_like(z)
+    if ids is None:
+        q /= q.sum()
+    else:
+        w = np.exp(z[ids] - m)
+        q[ids] = w / w.sum()
+    finite = finite_count(z) if ids is None else ids.size
+    n = min(TOP_P_SORTED_PREFIX, finite)
+    prefix = rank_prefix(z, n)
+    kept = _walk(prefix, q, 0.0, p, boundary)
+    if kept.size < n or n == finite:
+        return keep_only(z, kept if kept.size else prefix[:1])  # the top token always stays
+    ids = np.flatnonzero(z > NEG_INF) if ids is None else ids
+    return keep_only(z, _walk_buckets(z, q, ids, 0.0, p, boundary))
