@@ -57,7 +57,7 @@ class EngineResult:
     probs: np.ndarray | None  # float64 [V], sums to 1
     dropped_by: np.ndarray | None  # int [V]: -1 kept, else the index in `steps` that dropped it
     error: ParamError | None = None
-    ignored: tuple[str, ...] = ()  # request fields this engine silently does not read
+    notes: tuple[str, ...] = ()  # what the engine silently did to the request (ignored, clamped, rewritten)
 
     @property
     def ok(self) -> bool:
@@ -168,7 +168,7 @@ class Comparison:
                     steps=[[name, _jsonable(setting)] for name, setting in r.steps],
                     kept=int((r.probs > 0).sum()),
                     total_variation=self.total_variation(r),
-                    ignored=list(r.ignored),
+                    notes=list(r.notes),
                 )
             else:
                 entry.update(ok=False, error={"param": r.error.param, "message": r.error.message})
@@ -215,10 +215,9 @@ class Comparison:
                 continue
             tv_s = "-" if r is base else f"{self.total_variation(r):.4f}"
             pipeline = " > ".join(_step(n, s) for n, s in r.steps if _active(s)) or "(nothing)"
-            if r.ignored:
-                pipeline += f"; ignores {', '.join(r.ignored)}"
             kept = int((r.probs > 0).sum())
             lines.append(f"{r.name:<{name_w}}  {kept:>7}  {tv_s:>6}  {r.logprobs_mode:<9}  {pipeline}")
+            lines += [f"{'':<{name_w}}  note: {note}" for note in r.notes]
         ok = [r for r in self.results if r.ok]
         if not ok:
             lines.append("\nevery engine rejected the request")
@@ -287,11 +286,11 @@ def compare(
                 EngineResult(**head, resolved=None, steps=(), probs=None, dropped_by=None, error=e)
             )
             continue
-        ignored = getattr(engine, "ignored_fields", lambda request: [])(request)
+        notes = engine.request_notes(request)
         results.append(
             EngineResult(
                 **head,
-                ignored=tuple(ignored),
+                notes=tuple(notes),
                 resolved=dict(resolved),
                 steps=tuple((str(s), setting) for s, setting in trace.steps),
                 probs=np.asarray(trace.final, dtype=np.float64),

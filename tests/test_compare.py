@@ -135,6 +135,18 @@ def test_rejecting_engine_is_shown_with_its_error():
     assert "rejects temperature:" in table and vllm["error"]["message"] in table
 
 
+def test_what_an_engine_silently_does_is_noted():
+    # TGI's chat route turns presence_penalty into repetition_penalty = presence + 2
+    # (huggingface/text-generation-inference#1796); Ollama's OpenAI route does not read min_p.
+    c = compare([1.0, 0.5, 0.0], {"presence_penalty": 0.5, "min_p": 0.1, "temperature": 1.0},
+                engines=["vllm", "tgi", "ollama"])  # fmt: skip
+    notes = {e["name"]: e["notes"] for e in c.to_json()["engines"]}
+    assert notes["vllm"] == []
+    assert any("repetition_penalty" in n for n in notes["tgi"])
+    assert any(n.startswith("min_p") for n in notes["ollama"])
+    assert c.table().count("note: ") == len(notes["tgi"]) + len(notes["ollama"])
+
+
 def test_every_engine_rejecting_is_not_a_crash():
     c = compare([1.0, 0.0], {"temperature": 2.5}, engines=["vllm"])
     assert c.baseline is None and c.disagreements() == []
@@ -210,9 +222,7 @@ def test_cli_prompt_json_says_random_weights_and_matches_the_library(tmp_path, c
     assert [e["name"] for e in data["engines"]] == ["nemo_ref", "vllm", "llama.cpp", "tgi"]
     for e in data["engines"]:
         assert set(e) >= {"name", "version", "logprobs_mode", "ok"}
-        assert set(e) >= (
-            {"resolved", "steps", "kept", "total_variation", "ignored"} if e["ok"] else {"error"}
-        )
+        assert set(e) >= ({"resolved", "steps", "kept", "total_variation", "notes"} if e["ok"] else {"error"})
     assert len(data["tokens"]) >= 4
     for row in data["tokens"]:
         assert set(row) == {"id", "text", "logit", "raw_prob", "differs", "engines"}
