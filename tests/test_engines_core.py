@@ -230,3 +230,28 @@ def test_trace_names_the_step_that_dropped_each_token():
 def softmax_np(x) -> np.ndarray:
     w = np.exp(np.asarray(x) - max(x))
     return w / w.sum()
+
+
+def test_bad_rows_are_sampling_errors():
+    from nemo_ref.sampling import SamplingError
+
+    e = get("vllm")
+    with pytest.raises(SamplingError, match="NaN"):
+        e.probabilities([0.0, math.nan], {})
+    with pytest.raises(SamplingError, match="outside"):
+        e.probabilities([0.0, 1.0], {"repetition_penalty": 1.2}, [5], [])
+    assert e.probabilities([0.0, 1.0], {"logit_bias": {"0": -100, "1": -100}}).sum() == 1.0  # finite
+    with pytest.raises(SamplingError, match="nothing to sample"):  # llama-server: false bans
+        get("llama.cpp").probabilities([0.0, 1.0], {"logit_bias": {"0": False, "1": False}})
+
+
+def test_rank_prefix_equals_a_full_sort_at_vocabulary_size():
+    """The block-maximum shortcut must give exactly the first k ranks of a full sort (descending
+    logit, ties lower id first), with and without ties, for small and large k."""
+    from nemo_ref.sampling.engines.steps import rank_prefix
+
+    rng = np.random.default_rng(4)
+    for z in (rng.normal(0, 3, 131072), np.round(rng.normal(0, 3, 131072) * 8) / 8):
+        order = np.lexsort((np.arange(z.size), -z))
+        for k in (1, 40, 1000, 4000, 20000):
+            assert np.array_equal(rank_prefix(z, k), order[:k]), k

@@ -197,6 +197,9 @@ VLLM = EngineSpec(
     notes=(
         "The OpenAI server overlays the model's generation_config.json on these defaults unless started "
         "with --generation-config vllm (vllm-project/vllm#15281).",
+        "On CUDA, vLLM can sample with FlashInfer's top-k/top-p kernels (VLLM_USE_FLASHINFER_SAMPLER); "
+        "their boundaries are not modelled here (the emulation follows the PyTorch path of "
+        "topk_topp_sampler.py).",
     ),
 )
 
@@ -370,14 +373,15 @@ LLAMA_CPP = EngineSpec(
 
 O_OPENAI = "openai/openai.go (FromChatRequest)"
 O_TYPES = "api/types.go (DefaultOptions)"
+O_RUNNER = "llm/llama_server.go"
 _OLLAMA_IGNORES = "not read by Ollama's OpenAI route (use /api/chat options): ignored"
 
 OLLAMA = EngineSpec(
     name="ollama",
-    version="Ollama (2026-08, llama-server runner)",
+    version="Ollama (main at 2026-08-21, fb30760; llama-server runner)",
     defaults=Cited(
         {"temperature": 1.0, "top_k": 40, "top_p": 1.0, "min_p": 0.0, "repeat_last_n": 64},
-        O_TYPES + " + " + O_OPENAI + " (unset temperature/top_p -> 1.0)",
+        O_TYPES + " + " + O_OPENAI + " (unset temperature/top_p -> 1.0) + " + O_RUNNER + " (sent explicitly)",
     ),
     fields={
         "temperature": _f(
@@ -415,7 +419,9 @@ SGLANG = EngineSpec(
     ),
     defaults=Cited({}, S_PARAMS),
     fields={
-        "temperature": _f("temperature", S_PARAMS, 0, answer="temperature must be non-negative"),
+        "temperature": _f(
+            "temperature", S_PARAMS, 0, answer="temperature must be a non-negative finite number"
+        ),
         "top_p": _f("top_p", S_PARAMS, 0, 1, "top_p must be in (0, 1]", lo_open=True),
         "top_k": _f(
             "top_k",
@@ -423,7 +429,7 @@ SGLANG = EngineSpec(
             -1,
             kind="int",
             reject_values=(0,),
-            answer="top_k must be -1 (disable), or at least 1",
+            answer="top_k must be -1 (disable) or at least 1",
         ),
         "min_p": _f("min_p", S_PARAMS, 0, 1, "min_p must be in [0, 1]"),
         "repetition_penalty": _f(
@@ -431,14 +437,13 @@ SGLANG = EngineSpec(
             S_PARAMS,
             0,
             2,
-            "repetition_penalty must be in (0, 2]",
+            "repetition_penalty must be in (0, 2] (1.0 = no penalty)",
             lo_open=True,
-            assumed=True,
         ),
         "presence_penalty": _f("presence_penalty", S_PARAMS, -2, 2, "presence_penalty must be in [-2, 2]"),
         "frequency_penalty": _f("frequency_penalty", S_PARAMS, -2, 2, "frequency_penalty must be in [-2, 2]"),
         "logit_bias": Field(
-            "use", "logit_bias", kind="bias", source=S_BATCH, assumed=True, answer="no range"
+            "use", "logit_bias", kind="bias", source=S_PARAMS + " (keys in [0, V); values unchecked)"
         ),
     },
     repetition_sign=Cited("positive_divides", S_PEN + "repetition_penalty.py (z < 0 -> z * r)"),
@@ -511,6 +516,10 @@ TGI = EngineSpec(
         "(UNVERIFIED); this emulation penalises the row's own tokens only.",
         "Chat-template tokens are part of the prompt, so the repetition penalty hits them "
         "(huggingface/text-generation-inference#1170).",
+        "The frequency penalty divides by input_ids' width, which for a padded batch is the longest "
+        "row: the same request is penalised less next to a longer one.",
+        "logits_process.py also holds a non-batched FrequencyPenaltyLogitsProcessor with another "
+        "formula (-z*f or -z/f per occurrence); which models use it is UNVERIFIED, not modelled.",
     ),
 )
 

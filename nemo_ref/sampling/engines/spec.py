@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..params import ParamError
+from ..reference import SamplingError
 from . import steps
 from .fields import Field, check_bias, check_number
 
@@ -262,9 +263,9 @@ def _as_logits(logits: Any) -> np.ndarray:
         logits = logits.detach().cpu().double().numpy()
     z = np.array(logits, dtype=np.float64)  # a copy: the steps never touch the caller's array
     if z.ndim != 1 or z.size == 0:
-        raise ValueError(f"logits must be one non-empty row (1-D); got shape {z.shape}")
+        raise SamplingError(f"logits must be one non-empty row (1-D); got shape {z.shape}")
     if np.isnan(z).any() or (z == math.inf).any():
-        raise ValueError("logits contain NaN or +inf")
+        raise SamplingError("logits contain NaN or +inf")
     return z
 
 
@@ -275,7 +276,7 @@ def _as_ids(tokens: Any, vocab: int, what: str) -> np.ndarray:
         -1
     )
     if ids.size and (ids.min() < 0 or ids.max() >= vocab):
-        raise ValueError(f"{what} contain ids outside [0, {vocab})")
+        raise SamplingError(f"{what} contain ids outside [0, {vocab})")
     return ids
 
 
@@ -435,16 +436,16 @@ class Engine:
                 z = step.apply(z, row)
                 if f32 and name in ARITHMETIC_STEPS:  # the filters only remove, never compute
                     z = z.astype(np.float32).astype(np.float64)
+                if name == "logit_bias" and not np.isfinite(z).any():  # only a bias can ban them all
+                    raise SamplingError(
+                        f"{self.name}: logit_bias leaves every token at -inf; nothing to sample"
+                    )
                 if name == "greedy":
                     halted = True
                 if name == "temperature":
                     tempered = z
             if keep_stages:
                 stages.append(z)
-        if not np.isfinite(z).any():
-            raise ValueError(
-                f"{self.name}: every token has logit -inf after {names[-1][0]}; nothing to sample"
-            )
         return z, names, stages, tempered
 
     def trace(

@@ -15,9 +15,9 @@ separate function per engine:
 Rank order everywhere is nemo_ref's: descending logit, ties by ascending id. Engines whose sort
 leaves the order of equal logits unspecified are emulated with that order (and say so).
 
-Speed: nothing here sorts or partitions the vocabulary. top_k and top_p work on a prefix of the rank
-order (`rank_prefix`): a bound from 64-id block maxima narrows the vocabulary to a few candidates,
-which alone are sorted. top_p walks a sorted prefix of 256 ranks; when the cut lies further down (a
+Speed: nothing here sorts the vocabulary (it is partitioned only for k above V/32). top_k and top_p
+work on a prefix of the rank order (`rank_prefix`): a bound from block maxima narrows the vocabulary
+to a few candidates, which alone are sorted. top_p walks a sorted prefix of 256 ranks; when the cut lies further down (a
 flat distribution), value buckets locate it and only the bucket holding it is sorted.
 """
 
@@ -32,7 +32,7 @@ NEG_INF = -math.inf
 TOP_P_SORTED_PREFIX = 256  # ranks top_p sorts first; a walk past them goes to value buckets
 TOP_P_BUCKETS = 1024
 BUCKET_SORT_LIMIT = 4096  # a bucket this small is sorted and walked
-BLOCK = 64  # block size of the candidate search (see _top_candidates)
+BLOCK, MIN_BLOCK = 64, 8  # block sizes of the candidate search (see _top_candidates)
 
 
 def finite_count(z: np.ndarray) -> int:
@@ -42,11 +42,12 @@ def finite_count(z: np.ndarray) -> int:
 def _top_candidates(z: np.ndarray, n: int) -> np.ndarray:
     """Ids of every token whose value is >= the n-th largest (a superset of the n first ranks, with
     the whole tie group at the cut), without partitioning the vocabulary: the n-th largest of the
-    64-id block maxima is a lower bound of the n-th largest value (n blocks each hold a value at
+    block maxima is a lower bound of the n-th largest value (n blocks each hold a value at
     least that large), so comparing against it keeps every needed id and few others."""
-    blocks = z.size // BLOCK
-    if 4 * n <= blocks:
-        block_max = z[: blocks * BLOCK].reshape(blocks, BLOCK).max(axis=1)
+    block = min(BLOCK, z.size // (4 * n))  # at least 4n blocks, so the bound stays tight
+    if block >= MIN_BLOCK:
+        blocks = z.size // block
+        block_max = z[: blocks * block].reshape(blocks, block).max(axis=1)
         bound = np.partition(block_max, blocks - n)[blocks - n]
         if bound > NEG_INF:
             return np.flatnonzero(z >= bound)  # ids past the last whole block are compared too
