@@ -133,7 +133,9 @@ def write_markdown(path: Path, meta: dict, results: list[dict]) -> None:
         f"{meta['load_average']} at the start), so timings carry noise; every column was measured in "
         "the same run, the implementations interleaved.",
         "",
-        f"Median ms per row (minimum in brackets); target <= {TARGET_MS:g} ms for every emulation.",
+        f"Median ms per row (minimum in brackets); target <= {TARGET_MS:g} ms for every emulation. On a "
+        "shared machine the minimum is the closer estimate of the unloaded cost: the median also holds the "
+        "time a call waited for a core.",
         "",
         "| implementation | " + " | ".join(r["setting"] for r in results) + " |",
         "|---|" + "---:|" * len(results),
