@@ -159,9 +159,11 @@ def write_markdown(path: Path, meta: dict, results: list[dict]) -> None:
         "",
         "Reading it: the numpy softmax is one exp and one sum over the vocabulary in float64, the floor "
         "for anything that returns a full distribution. The batched torch sampler is what nemo_ref's "
-        "engine runs per step (float32 logits converted to float64 inside, batch of one). An "
-        "emulation's cost over the softmax is its penalties (touching only the history's ids), its "
-        "truncations (np.argpartition, no full sort) and its extra softmaxes.",
+        "engine runs per step (float32 logits converted to float64 inside, batch of one; it also converts "
+        "the row's Python history lists to tensors on every call, which is most of its penalties column). "
+        "An emulation's cost over the softmax is its penalties (touching only the history's ids), its "
+        "truncations (none sorts the whole vocabulary: nemo_ref/sampling/engines/steps.py) and the "
+        "softmaxes between its steps.",
     ]
     if any(r["rejected"] for r in results):
         lines += [
