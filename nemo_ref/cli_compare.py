@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -96,7 +97,8 @@ def run_command(args: argparse.Namespace, load_model: Callable[[Any], Any]) -> i
             print(comparison.notice, file=sys.stderr)
         print(json.dumps(comparison.to_json(args.top), ensure_ascii=False, indent=2))
     else:
-        print(comparison.table(args.top))
+        color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")  # https://no-color.org
+        print(comparison.table(args.top, color=color))
     return 0
 
 

@@ -40,6 +40,7 @@ REQUEST_FIELDS = (
     "logit_bias",
 )
 DEFAULT_TOP = 10
+BOLD_RED, RESET = "\x1b[1;31m", "\x1b[0m"
 # Two probabilities are "different" when they differ by more than this fraction of the larger: far
 # above float32 rounding (the engines that compute in float32), far below what a reader would call equal.
 RTOL = 1e-3
@@ -195,8 +196,9 @@ class Comparison:
             )
         return out
 
-    def table(self, top: int = DEFAULT_TOP) -> str:
-        """The side-by-side text table: engines (with defaults and errors), then one row per token."""
+    def table(self, top: int = DEFAULT_TOP, color: bool = False) -> str:
+        """The side-by-side text table: engines (with defaults and errors), then one row per token.
+        ``color``: differing cells also in bold red (ANSI; for a terminal)."""
         base = self.baseline
         raw = self.raw
         lines = [f"{self.notice}"] if self.notice else []
@@ -225,17 +227,19 @@ class Comparison:
         text_w = 14 if self.token_str else 0
         cell_w = max(14, *(len(r.name) for r in ok))
         header = f"  {'id':>7} " + (f"{'token':<{text_w}} " if text_w else "") + f"{'logit':>9} {'raw p':>8}"
-        lines += ["", header + "".join(f" | {r.name:<{cell_w}}" for r in ok)]
+        lines += ["", (header + "".join(f" | {r.name:<{cell_w}}" for r in ok)).rstrip()]
         for t in self.rows(top):
             flags = [self.differs(t, r) for r in ok]
             row = f"{'≠' if any(flags) else ' '} {t:>7} "
             if text_w:
                 row += f"{_clip(repr(self._text(t)), text_w):<{text_w}} "
             row += f"{_num(self.logits[t]):>9.3f} {_prob(raw[t]):>8}"
-            for r, flag in zip(ok, flags, strict=True):
+            for i, (r, flag) in enumerate(zip(ok, flags, strict=True)):
                 cell = _prob(r.probs[t]) if r.probs[t] > 0 else f"✗ {r.dropper(t)}"
-                row += f" | {cell + (' *' if flag else ''):<{cell_w}}"
-            lines.append(row.rstrip())
+                cell = cell + (" *" if flag else "")
+                cell = cell if i == len(ok) - 1 else f"{cell:<{cell_w}}"  # no trailing blanks
+                row += f" | {BOLD_RED}{cell}{RESET}" if flag and color else f" | {cell}"
+            lines.append(row)
         lines += [
             "",
             f"✗ step: dropped by that step. *: differs from {base.name} (kept or not, or by more than "

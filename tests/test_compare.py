@@ -91,6 +91,9 @@ def test_temperature_order_disagreement_hand_derived():
     cells1 = [cell.strip() for cell in line1.split("|")[1:]]
     assert cells1[:4] == [f"✗ {c.results[i].dropper(1)}" for i in range(4)]
     assert cells1[4] == "0.1192 *"
+    colored = c.table(color=True)
+    assert colored.count("\x1b[1;31m") == 2 and "\x1b[1;31m0.8808 *" in colored  # the two differing cells
+    assert colored.replace("\x1b[1;31m", "").replace("\x1b[0m", "") == table
 
 
 def test_top_k_ties_hand_derived():
