@@ -1,4 +1,4 @@
-"""The ``nemo-ref`` command: generate, serve, and checkpoint tools (make-checkpoint, convert, inspect)."""
+"""The ``nemo-ref`` command: generate, serve, compare, and checkpoint tools (make-checkpoint, convert, inspect)."""
 
 from __future__ import annotations
 
@@ -244,11 +244,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=cmd_generate)
 
     from .cli_checkpoint import add_checkpoint_commands
+    from .cli_compare import add_compare_command
     from .probe.cli import add_probe_command  # imports httpx only when run
     from .server.cli_serve import add_serve_command  # imports no server dependency until run
 
     add_checkpoint_commands(sub)
     add_serve_command(sub)
+    add_compare_command(sub, add_model_args, load_from_args)
     add_probe_command(sub)
     return parser
 
