@@ -1,6 +1,7 @@
 """Load and save the two published checkpoint layouts of Mistral Nemo, with clear errors.
 
-Two layouts ship in the same Hugging Face repository (DESIGN.md):
+Two layouts ship in the same Hugging Face repository (docs/architecture.md
+"Checkpoint layouts and the q/k permutation"):
 
 * **mistral**: ``params.json`` + one ``consolidated.safetensors``; tensor names are exactly the
   parameter names of :class:`nemo_ref.model.Transformer` (``layers.3.attention.wq.weight``...).

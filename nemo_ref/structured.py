@@ -4,7 +4,7 @@ The sampler's step S0 (docs/sampling.md) sets the logits of every token the gram
 -inf. This module turns the OpenAI request fields into llguidance grammars (lark text with
 `%json {schema}` embeds), and `Constraint` follows one generated choice through its grammar.
 
-Decisions (SAMPLING-SPEC "Structured outputs and tools"):
+Decisions (docs/sampling.md and docs/serving.md, "Structured outputs and tools"):
 
 - `response_format` `{"type": "text"}` -> no grammar; `json_object` -> one JSON object;
   `json_schema` -> the schema, enforced whether or not `strict` is set (a missing schema means

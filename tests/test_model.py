@@ -1,7 +1,7 @@
 """The Transformer: KV-cache decoding, batched rows at different positions, the full-size architecture.
 
 The expected names and shapes of Nemo 12B are written out here from the published facts
-(DESIGN.md), independently of the model code.
+(docs/architecture.md "The model's facts"), independently of the model code.
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def test_positions_beyond_the_cache_are_an_error(model):
 
 
 def nemo_12b_expected() -> dict[str, tuple[int, ...]]:
-    """Mistral-layout names and shapes of Nemo 12B from the published facts (DESIGN.md)."""
+    """Mistral-layout names and shapes of Nemo 12B from the published facts (docs/architecture.md)."""
     dim, hidden, q, kv, vocab = 5120, 14336, 32 * 128, 8 * 128, 131072
     out = {"tok_embeddings.weight": (vocab, dim)}
     for i in range(40):

@@ -2,7 +2,7 @@
 
 Requests are validated by pydantic in strict JSON mode: a number where a number is expected (an int
 is accepted for a float), never a string of one; booleans are not integers; NaN and infinity are
-rejected; every range is SAMPLING-SPEC's (the OpenAI ranges). ``SamplingParams`` validates the
+rejected; every range is docs/sampling.md's table (the OpenAI ranges). ``SamplingParams`` validates the
 sampling fields once more when the server builds it, so the two can never disagree silently.
 
 Unknown fields are rejected (OpenAI's own "Unrecognized request argument"), except these harmless
@@ -141,7 +141,7 @@ class JsonSchemaSpec(_Strict):
     name: str = "response"
     description: str | None = None
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
-    strict: bool | None = None  # enforced whether or not strict (SAMPLING-SPEC)
+    strict: bool | None = None  # enforced whether or not strict (docs/serving.md)
 
 
 class JsonSchemaFormat(_Strict):
@@ -156,7 +156,7 @@ ResponseFormat = Annotated[TextFormat | JsonObjectFormat | JsonSchemaFormat, Fie
 
 
 class _Common(_Strict):
-    """What chat and text completions share: the model, streaming, and SAMPLING-SPEC's knobs."""
+    """What chat and text completions share: the model, streaming, and the sampling knobs (docs/sampling.md)."""
 
     model: str
     stream: bool = False
