@@ -53,6 +53,7 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
+from .backends import default_attn_backend
 from .config import ConfigError, ModelArgs
 from .model import AttnBackend, Transformer
 
@@ -554,8 +555,8 @@ def load_model(
     device = torch.device(device)
     args = plan.args
 
-    if attn_backend is None:  # Triton's kernels on a GPU, PyTorch's SDPA elsewhere
-        attn_backend = "triton" if torch.device(device).type == "cuda" else "sdpa"
+    if attn_backend is None:
+        attn_backend = default_attn_backend(device)
     model = _meta_model(args, attn_backend=attn_backend, dtype=dtype)
     # In file order: sequential reads.
     order = sorted(plan.tensors.items(), key=lambda kv: (str(kv[1].file), kv[1].begin))

@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+from .backends import default_attn_backend
+
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
@@ -44,7 +46,7 @@ def model_from_args(args: argparse.Namespace) -> tuple[Any, str | None]:
     dtype = (
         DTYPES[args.dtype] if args.dtype else (torch.bfloat16 if device.startswith("cuda") else torch.float32)
     )
-    backend = args.attn_backend or ("triton" if device.startswith("cuda") else "sdpa")
+    backend = args.attn_backend or default_attn_backend(device)
     if args.checkpoint:
         if tp:
             from .tp_load import load_model_tp as load_model
