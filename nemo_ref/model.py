@@ -297,7 +297,7 @@ class Transformer(nn.Module):
         if args.tied_embeddings:
             self.output.weight = self.tok_embeddings.weight
         self.cache: KVCache | None = None
-        # Set by whoever fills the weights (demo.py, checkpoint.py for a make-checkpoint output);
+        # Set by whoever fills the weights (demo.py, checkpoint/load.py for a make-checkpoint output);
         # the CLI and the server label every output of a random-weight model with it.
         self.random_weights: bool = False
         self._rope: tuple[torch.Tensor, torch.Tensor] | None = None

@@ -307,9 +307,10 @@ def exit_on_failure(error: TPError) -> None:
     os._exit(1)
 
 
-def run_torchrun(args: Any) -> int:
+def run_torchrun(args: Any, model_from_args: Callable[[Any], tuple[Any, str | None]]) -> int:
     """``torchrun --nproc-per-node N -m nemo_ref generate|serve ...``: rank 0 runs the command on a
-    :class:`TPDriver` (``cli.load_from_args`` makes it), the other ranks :func:`follow`."""
+    :class:`TPDriver` (``cli_model.load_from_args`` makes it), the other ranks :func:`follow` the
+    shard ``model_from_args(args)`` builds (``cli_model.model_from_args``)."""
     import traceback
 
     if args.command not in ("generate", "serve"):
@@ -335,8 +336,6 @@ def run_torchrun(args: Any) -> int:
                 driver.shutdown()
         dist.destroy_process_group()
         return code
-    from .cli import model_from_args
-
     try:
         model, _notice = model_from_args(args)
         print(f"rank {rank}: following rank 0 (pid {os.getpid()})", file=sys.stderr, flush=True)

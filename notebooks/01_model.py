@@ -337,7 +337,7 @@ plt.show()
 # head. The HF layout's code (`rotate_half` in transformers' `modeling_mistral.py`) rotates pairs
 # (i, i + head_dim/2). To make the HF code produce the same attention, the conversion script
 # permutes the rows of `wq` and `wk` inside each head so that feature 2i lands at i and 2i+1 at
-# i + head_dim/2. It is a view, a transpose and a reshape, in `nemo_ref/checkpoint.py`:
+# i + head_dim/2. It is a view, a transpose and a reshape, in `nemo_ref/checkpoint/names.py`:
 
 # %%
 import inspect
