@@ -12,8 +12,9 @@ cache when one is set up (``setup_cache``) and attending only within ``tokens`` 
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -154,7 +155,7 @@ class Attention(nn.Module):
     def __init__(self, args: ModelArgs, backend: AttnBackend = "sdpa", device=None, dtype=None):
         super().__init__()
         self.args = args
-        self.backend = backend
+        self.backend = backend  # binds self._attend (the setter below)
         # Head counts of this module (a tensor-parallel shard holds fewer than args says).
         self.n_heads, self.n_kv_heads, self.head_dim = args.n_heads, args.n_kv_heads, args.head_dim
         hd = args.head_dim
@@ -162,6 +163,21 @@ class Attention(nn.Module):
         self.wk = nn.Linear(args.dim, args.n_kv_heads * hd, bias=False, device=device, dtype=dtype)
         self.wv = nn.Linear(args.dim, args.n_kv_heads * hd, bias=False, device=device, dtype=dtype)
         self.wo = nn.Linear(args.n_heads * hd, args.dim, bias=False, device=device, dtype=dtype)
+
+    @property
+    def backend(self) -> AttnBackend:
+        return self._backend
+
+    @backend.setter
+    def backend(self, backend: AttnBackend) -> None:
+        """Choose the attention function once, here, rather than by name on every layer call."""
+        if backend == "triton":
+            from .kernels.attention import attention as kernel  # Triton: imported only when chosen
+
+            self._attend = functools.partial(_triton_attention, kernel)
+        else:
+            self._attend = functools.partial(_torch_attention, _sdpa if backend == "sdpa" else _eager)
+        self._backend = backend
 
     def forward(
         self,
@@ -184,34 +200,42 @@ class Attention(nn.Module):
 
         if cache is not None:
             _write_cache(cache, k, v, p)
-        if self.backend == "triton":
-            from .kernels.attention import attention as triton_attention
-
-            if cache is None:  # the chunk is its own cache: rows 0..B-1, positions from 0
-                if p.same_start != 0:
-                    raise ValueError("the triton backend without a KV cache needs start_pos == 0")
-                out = triton_attention(q, k, v, p.start, window=p.window)
-            else:  # the whole cache, read in place through the row index
-                out = triton_attention(q, *cache, p.start, rows=p.rows, window=p.window, max_len=p.kv_len)
-        else:
-            if cache is not None:
-                k, v = _read_cache(cache, p)  # keys of positions 0..kv_len-1
-            out = self._attend(q, k, v, p.mask)
+        out = self._attend(q, k, v, cache, p)  # [B, H, T, D]
         return self.wo(out.transpose(1, 2).reshape(B, T, H * D))
 
-    def _attend(self, q, k, v, mask: torch.Tensor | None) -> torch.Tensor:
-        """softmax(q k^T / sqrt(D) + causal mask) v, with the GQA group folded into the query axis."""
-        B, H, T, D = q.shape
-        n_kv = k.shape[1]
-        qg = q.reshape(B, n_kv, (H // n_kv) * T, D)  # query head h = kv * n_rep + g, as in checkpoints
-        if self.backend == "sdpa":
-            out = F.scaled_dot_product_attention(qg, k, v, attn_mask=mask)
-        else:  # eager: the plain math, in float32
-            scores = (qg.float() @ k.float().transpose(-1, -2)) / math.sqrt(D)
-            if mask is not None:
-                scores = scores.masked_fill(~mask, float("-inf"))
-            out = (scores.softmax(-1) @ v.float()).type_as(q)
-        return out.reshape(B, H, T, D)
+
+def _triton_attention(kernel, q, k, v, cache, p: Batch) -> torch.Tensor:
+    """The Triton kernels (kernels/attention.py): they read each row's own keys from the cache."""
+    if cache is None:  # the chunk is its own cache: rows 0..B-1, positions from 0
+        if p.same_start != 0:
+            raise ValueError("the triton backend without a KV cache needs start_pos == 0")
+        return kernel(q, k, v, p.start, window=p.window)
+    # The whole cache, read in place through the row index.
+    return kernel(q, *cache, p.start, rows=p.rows, window=p.window, max_len=p.kv_len)
+
+
+def _torch_attention(core: Callable, q, k, v, cache, p: Batch) -> torch.Tensor:
+    """A torch path: ``core(qg, k, v, mask)`` over the cache's keys, the GQA group folded into the
+    query axis (``[B, Hkv, n_rep * T, D]``)."""
+    if cache is not None:
+        k, v = _read_cache(cache, p)  # keys of positions 0..kv_len-1
+    B, H, T, D = q.shape
+    n_kv = k.shape[1]
+    qg = q.reshape(B, n_kv, (H // n_kv) * T, D)  # query head h = kv * n_rep + g, as in checkpoints
+    return core(qg, k, v, p.mask).reshape(B, H, T, D)
+
+
+def _sdpa(qg, k, v, mask: torch.Tensor | None) -> torch.Tensor:
+    """softmax(q k^T / sqrt(D) + causal mask) v by PyTorch's fused kernels."""
+    return F.scaled_dot_product_attention(qg, k, v, attn_mask=mask)
+
+
+def _eager(qg, k, v, mask: torch.Tensor | None) -> torch.Tensor:
+    """The same, as plain math in float32."""
+    scores = (qg.float() @ k.float().transpose(-1, -2)) / math.sqrt(qg.shape[-1])
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return (scores.softmax(-1) @ v.float()).type_as(qg)
 
 
 def _write_cache(cache, k: torch.Tensor, v: torch.Tensor, p: Batch) -> None:
