@@ -7,7 +7,8 @@ w2 [5120, 14336]. Note ``n_heads * head_dim = 4096 != dim``.
 
 One forward serves every use: ``model(tokens, start_pos)`` runs tokens [B, T] whose first token sits
 at ``start_pos`` (an int, or one position per row for batched decode), reading and extending the KV
-cache when one is set up (``setup_cache``) and attending only within ``tokens`` otherwise.
+cache passed as ``cache=`` (from ``new_cache``; the caller owns it) and attending only within
+``tokens`` otherwise.
 """
 
 from __future__ import annotations
@@ -320,7 +321,6 @@ class Transformer(nn.Module):
         self.output = nn.Linear(args.dim, args.vocab_size, bias=False, **kw)
         if args.tied_embeddings:
             self.output.weight = self.tok_embeddings.weight
-        self.cache: KVCache | None = None
         # Set by whoever fills the weights (demo.py, checkpoint/load.py for a make-checkpoint output);
         # the CLI and the server label every output of a random-weight model with it.
         self.random_weights: bool = False
@@ -345,11 +345,6 @@ class Transformer(nn.Module):
         w = self.tok_embeddings.weight
         heads = self.layers[0].attention.args  # a tensor-parallel rank's own heads (tp.py)
         return KVCache.allocate(heads, max_batch, max_len, w.dtype, w.device)
-
-    def setup_cache(self, max_batch: int, max_len: int | None = None) -> KVCache:
-        """Allocate the model's own KV cache, used by every call that passes no ``cache=``."""
-        self.cache = self.new_cache(max_batch, max_len)
-        return self.cache
 
     def _rope_tables(self, length: int, needed: int, device) -> tuple[torch.Tensor, torch.Tensor]:
         """cos/sin tables; ``length`` is the context in use: the cache length, or without a cache the
@@ -381,13 +376,12 @@ class Transformer(nn.Module):
 
         ``start_pos``: position of ``tokens[:, 0]``, an int or one per row (a list, or a LongTensor
         [B]: rows at different positions, e.g. batched decode). ``cache``: the KV cache to read and
-        extend (default: the one from ``setup_cache``, if any); ``rows``: which of its rows these
+        extend (from :meth:`new_cache`; None: no cache); ``rows``: which of its rows these
         sequences own (default 0..B-1). Without a cache, tokens attend only to each other.
 
         Positions and rows are host values: pass Python ints/lists (the engine does). A tensor
         is read back once per call, before any layer runs (on a GPU, a device-to-host sync).
         """
-        kv = cache if cache is not None else self.cache
         if tokens.dim() != 2:
             raise ValueError(f"tokens must be [batch, seq], got shape {tuple(tokens.shape)}")
         B, T = tokens.shape
@@ -396,11 +390,11 @@ class Transformer(nn.Module):
         if len(row_list) != B:
             raise ValueError(f"rows must name {B} cache rows, got {len(row_list)}")
         end = max(starts) + T
-        limit = kv.max_len if kv is not None else self.args.max_positions
+        limit = cache.max_len if cache is not None else self.args.max_positions
         if min(starts) < 0 or end > limit:
             raise ValueError(f"positions must lie in [0, {limit}); this call reaches {end}")
-        if kv is not None and (min(row_list) < 0 or max(row_list) >= kv.max_batch):
-            raise ValueError(f"the KV cache has rows 0..{kv.max_batch - 1}; this call uses {row_list}")
+        if cache is not None and (min(row_list) < 0 or max(row_list) >= cache.max_batch):
+            raise ValueError(f"the KV cache has rows 0..{cache.max_batch - 1}; this call uses {row_list}")
         device = tokens.device
         start = torch.tensor(starts, dtype=torch.long, device=device)
         r0 = row_list[0]
@@ -411,12 +405,14 @@ class Transformer(nn.Module):
             row_run=slice(r0, r0 + B) if row_list == list(range(r0, r0 + B)) else None,
             kv_len=end,
             same_start=starts[0] if len(set(starts)) == 1 else None,
-            cached=kv is not None,
+            cached=cache is not None,
             window=self.args.sliding_window,
         )
         # The rope table spans the context in use: the cache, or this call's positions without one
         # (dynamic NTK scales for it, as transformers does for a forward over L positions).
-        return self._forward(tokens, batch, kv, last_only, rope_len=kv.max_len if kv is not None else end)
+        return self._forward(
+            tokens, batch, cache, last_only, rope_len=cache.max_len if cache is not None else end
+        )
 
     @torch.inference_mode()
     def decode_step(self, tokens: torch.Tensor, start: torch.Tensor, cache: KVCache) -> torch.Tensor:
