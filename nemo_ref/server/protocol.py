@@ -33,7 +33,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from ..sampling.params import INT64_MAX, INT64_MIN, MAX_N, MAX_STOP, MAX_TOP_LOGPROBS, SamplingParams
+from ..sampling.params import (
+    DISTRIBUTION_FIELDS,
+    INT64_MAX,
+    INT64_MIN,
+    MAX_N,
+    MAX_STOP,
+    MAX_TOP_LOGPROBS,
+    SamplingParams,
+)
 from .limits import MAX_DETOKENIZE_IDS, MAX_LOGIT_BIAS, MAX_STOP_CHARS, MAX_TOKEN_ID_DIGITS, MAX_TOOLS
 
 __all__ = [
@@ -191,19 +199,7 @@ class _Common(_Strict):
         """The request's SamplingParams (validated once more there; ParamError names the field)."""
         given = {
             name: getattr(self, name)
-            for name in (
-                "temperature",
-                "top_p",
-                "top_k",
-                "min_p",
-                "repetition_penalty",
-                "presence_penalty",
-                "frequency_penalty",
-                "logit_bias",
-                "seed",
-                "max_tokens",
-                "logprobs_mode",
-            )
+            for name in (*DISTRIBUTION_FIELDS, "seed", "max_tokens", "logprobs_mode")
             if getattr(self, name) is not None
         }
         if self.stop is not None:
