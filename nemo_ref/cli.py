@@ -64,7 +64,8 @@ def params_from_args(args: argparse.Namespace):
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from .generate import encode_prompt, generate, stream
+    from .generate import generate, stream
+    from .request import encode_prompt
     from .sampling.params import ParamError
 
     try:
