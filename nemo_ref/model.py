@@ -108,6 +108,9 @@ class Batch:
     cached: bool  # a KV cache is read and extended
     window: int | None = None  # sliding window: keys p - window < j <= p
     mask: torch.Tensor | None = None  # [B, 1, n_rep * T, kv_len] for the torch paths; None: no mask
+    cos: torch.Tensor | None = None  # [B, T, head_dim / 2] RoPE at each token's position (64 for Nemo)
+    sin: torch.Tensor | None = None  # [B, T, head_dim / 2]
+    q_scale: torch.Tensor | None = None  # [B, T] llama4 query scaling; None without it (Nemo)
 
 
 def _host_ints(x: int | Sequence[int] | torch.Tensor, n: int | None, name: str) -> list[int]:
@@ -181,22 +184,16 @@ class Attention(nn.Module):
         self._backend = backend
 
     def forward(
-        self,
-        x: torch.Tensor,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
-        p: Batch,
-        cache: tuple[torch.Tensor, torch.Tensor] | None,
-        q_scale: torch.Tensor | None,
+        self, x: torch.Tensor, p: Batch, cache: tuple[torch.Tensor, torch.Tensor] | None
     ) -> torch.Tensor:
-        B, T, _ = x.shape
-        H, Hkv, D = self.n_heads, self.n_kv_heads, self.head_dim
+        B, T, _ = x.shape  # x [B, T, 5120] for Nemo
+        H, Hkv, D = self.n_heads, self.n_kv_heads, self.head_dim  # 32, 8, 128 for Nemo
         q = self.wq(x).view(B, T, H, D)
         k = self.wk(x).view(B, T, Hkv, D)
         v = self.wv(x).view(B, T, Hkv, D)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        if q_scale is not None:
-            q = (q.float() * q_scale[:, :, None, None]).type_as(q)
+        q, k = apply_rotary(q, p.cos, p.sin), apply_rotary(k, p.cos, p.sin)
+        if p.q_scale is not None:
+            q = (q.float() * p.q_scale[:, :, None, None]).type_as(q)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, heads, T, D]
 
         if cache is not None:
@@ -294,8 +291,10 @@ class TransformerBlock(nn.Module):
         self.attention_norm = RMSNorm(args.dim, args.norm_eps, device=device, dtype=dtype)
         self.ffn_norm = RMSNorm(args.dim, args.norm_eps, device=device, dtype=dtype)
 
-    def forward(self, x, cos, sin, p, cache, q_scale) -> torch.Tensor:
-        h = x + self.attention(self.attention_norm(x), cos, sin, p, cache, q_scale)
+    def forward(
+        self, x: torch.Tensor, p: Batch, cache: tuple[torch.Tensor, torch.Tensor] | None
+    ) -> torch.Tensor:
+        h = x + self.attention(self.attention_norm(x), p, cache)  # [B, T, dim]
         return h + self.feed_forward(self.ffn_norm(h))
 
 
@@ -446,16 +445,15 @@ class Transformer(nn.Module):
         if self.attn_backend != "triton":
             batch.mask = causal_mask(batch, self.args.n_rep)
         cos_t, sin_t = self._rope_tables(rope_len, batch.kv_len, tokens.device)
-        cos, sin = cos_t[batch.pos], sin_t[batch.pos]
-        q_scale = llama4_q_scale(self.args, batch.pos)
+        batch.cos, batch.sin = cos_t[batch.pos], sin_t[batch.pos]  # [B, T, head_dim / 2]
+        batch.q_scale = llama4_q_scale(self.args, batch.pos)
 
-        h = self.tok_embeddings(tokens)
+        h = self.tok_embeddings(tokens)  # [B, T, dim]
         for i, layer in enumerate(self.layers):
-            layer_kv = (kv.k[i], kv.v[i]) if kv is not None else None
-            h = layer(h, cos, sin, batch, layer_kv, q_scale)
+            h = layer(h, batch, (kv.k[i], kv.v[i]) if kv is not None else None)
         if last_only:
             h = h[:, -1:]
-        return self.output(self.norm(h)).float()
+        return self.output(self.norm(h)).float()  # [B, T, vocab] float32
 
     def init_random(self, seed: int = 0, std: float = 0.02) -> Transformer:
         """Deterministic random weights (normal(0, std); norms 1), identical on every machine."""
