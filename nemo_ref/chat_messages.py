@@ -16,6 +16,7 @@ import re
 from typing import Any
 
 __all__ = [
+    "FUNCTION_NAME_RE",
     "TOOL_CALL_ID_PATTERN",
     "ChatFormatError",
     "base62_tool_call_id",
@@ -29,7 +30,7 @@ __all__ = [
 TOOL_CALL_ID_LEN = 9
 TOOL_CALL_ID_PATTERN = rf"[a-zA-Z0-9]{{{TOOL_CALL_ID_LEN}}}"
 _NEMO_ID_RE = re.compile(TOOL_CALL_ID_PATTERN)
-_FUNCTION_NAME_RE = re.compile(r"[a-zA-Z0-9_-]{1,64}")  # mistral-common's rule
+FUNCTION_NAME_RE = re.compile(r"[a-zA-Z0-9_-]{1,64}")  # mistral-common's rule (structured.py too)
 TOOL_CALL_ID_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
@@ -182,7 +183,7 @@ def convert_tools(tools: Any) -> list:
         fn = tool.get("function")
         if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
             raise ChatFormatError(f"{where}: function.name is required", "tools")
-        if not _FUNCTION_NAME_RE.fullmatch(fn["name"]):
+        if not FUNCTION_NAME_RE.fullmatch(fn["name"]):
             raise ChatFormatError(
                 f"{where}: function name {fn['name']!r} must be 1-64 of a-z, A-Z, 0-9, _ and -",
                 "tools",

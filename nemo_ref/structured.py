@@ -46,12 +46,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .chat_messages import (
+    FUNCTION_NAME_RE,
     TOOL_CALL_ID_ALPHABET,
     TOOL_CALL_ID_LEN,
     TOOL_CALL_ID_PATTERN,
@@ -79,7 +79,6 @@ _JSON_WS = rf"( |\r?\n[ \t]{{0,{WS_MAX_INDENT}}})?"
 # mistral-common's serialisation of tool calls (json.dumps defaults): no other whitespace.
 _CANONICAL = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 MAX_SCHEMA_CHARS = 256 * 1024  # one schema's JSON text; bounds compile time and cache memory
-_FUNCTION_NAME_RE = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -241,7 +240,7 @@ def _tool_functions(tools: Any) -> list[tuple[str, dict]]:
             raise GrammarError(f"tools[{i}]: only type 'function' tools are supported", "tools")
         fn = tool.get("function")
         name = fn.get("name") if isinstance(fn, Mapping) else None
-        if not isinstance(name, str) or not _FUNCTION_NAME_RE.fullmatch(name):
+        if not isinstance(name, str) or not FUNCTION_NAME_RE.fullmatch(name):
             raise GrammarError(f"tools[{i}]: function.name must be 1-64 of a-z, A-Z, 0-9, _ and -", "tools")
         if any(name == n for n, _ in out):
             raise GrammarError(f"tools[{i}]: duplicate function name {name!r}", "tools")
