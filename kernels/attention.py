@@ -76,15 +76,19 @@ def _prefill_inner(
     for start_n in range(kv_lo, kv_hi, BLOCK_N):
         kv_pos = start_n + offs_n
         loaded = kv_pos < kv_hi
+        # -- scores: S = Q K^T for this key tile, log2 domain --
         k = _load_tile(k_base + kv_pos[:, None] * stride_ks + offs_d[None, :], loaded[:, None])
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
+        # -- mask: causal and window, on the boundary tiles only --
         if MASK:
             visible = (kv_pos[None, :] <= q_pos[:, None]) & (kv_pos[None, :] > q_pos[:, None] - window)
             s = tl.where(visible & loaded[None, :], s, -1.0e6)
+        # -- online softmax: new running max, rescale factor alpha, row sums --
         m_new = tl.maximum(m_i, tl.max(s, 1))
         alpha = tl.math.exp2(m_i - m_new)
         p = tl.math.exp2(s - m_new[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
+        # -- accumulate: acc = alpha * acc + P V --
         v = _load_tile(v_base + kv_pos[:, None] * stride_vs + offs_d[None, :], loaded[:, None])
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
         m_i = m_new
@@ -366,17 +370,21 @@ def _decode_split_kernel(
     for start_n in range(kv_lo, kv_hi, BLOCK_N):
         kv_pos = start_n + offs_n
         valid = kv_pos < kv_hi
+        # -- scores: the whole GQA group against this key tile, keys >= kv_hi at -inf --
         k = _load_tile(k_base + kv_pos[:, None] * stride_ks + offs_d[None, :], valid[:, None])
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
         s = tl.where(valid[None, :], s, float("-inf"))
+        # -- online softmax: new running max, rescale factor alpha, row sums --
         m_new = tl.maximum(m_i, tl.max(s, 1))
         alpha = tl.math.exp2(m_i - m_new)
         p = tl.math.exp2(s - m_new[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
+        # -- accumulate: acc = alpha * acc + P V --
         v = _load_tile(v_base + kv_pos[:, None] * stride_vs + offs_d[None, :], valid[:, None])
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
         m_i = m_new
 
+    # -- epilogue: normalise, store the split's output and its log2-sum-exp --
     nonempty = l_i > 0
     o = acc / tl.where(nonempty, l_i, 1.0)[:, None]
     lse = tl.where(nonempty, m_i + tl.math.log2(tl.where(nonempty, l_i, 1.0)), float("-inf"))
@@ -410,15 +418,18 @@ def _decode_combine_kernel(
     for s0 in range(0, num_splits, BLOCK_S):
         splits = s0 + offs_s
         ok = splits < num_splits
+        # -- load a chunk of BLOCK_S splits' (lse, o) --
         lse = tl.load(LSE_part + b * stride_lb + h * stride_lh + splits, mask=ok, other=float("-inf"))
         o_ptrs = O_part + b * stride_pb + h * stride_ph + splits[:, None] * stride_ps + offs_d[None, :]
         o = tl.load(o_ptrs, mask=ok[:, None], other=0.0)
+        # -- rescale the running sums to the new max, add the chunk's weighted outputs --
         m_new = tl.maximum(m, tl.max(lse, 0))
         alpha = tl.math.exp2(m - m_new)
         w = tl.math.exp2(lse - m_new)
         acc = acc * alpha + tl.sum(w[:, None] * o, 0)
         l_sum = l_sum * alpha + tl.sum(w, 0)
         m = m_new
+    # -- epilogue: normalise and store --
     out = acc / l_sum
     tl.store(O + b * stride_ob + h * stride_oh + offs_d, out.to(O.dtype.element_ty))
 

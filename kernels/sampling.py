@@ -96,6 +96,7 @@ def _weigh(z_row, V, t, use_mass, zmax, temp, floor, k_key, k_id, p_key, p_id, B
     max_lt = KEY_OFF
     for start in range(0, V, BLOCK_V):
         _offs, y, key, keep = _chunk(z_row, start, V, zmax, temp, floor, k_key, k_id, p_key, p_id, BLOCK_V)
+        # -- weigh the survivors at or above t; track the nearest keys either side of it --
         ge = keep & (key >= t)
         w_ge += tl.sum(tl.where(ge, tl.where(use_mass, tl.exp(y), 1.0), 0.0))
         min_ge = tl.minimum(min_ge, tl.min(tl.where(ge, key, ID_BIG)))
@@ -121,6 +122,7 @@ def _cut(
     passes = 1  # the tie pass below
     while lo < hi:
         passes += 1
+        # -- binary search step: one _weigh pass at the midpoint key --
         mid = lo + (hi - lo + 1) // 2
         w_ge, min_ge, max_lt = _weigh(
             z_row, V, mid, use_mass, zmax, temp, floor, k_key, k_id, p_key, p_id, BLOCK_V
@@ -134,6 +136,7 @@ def _cut(
     run = w_above
     for start in range(0, V, BLOCK_V):
         offs, y, key, keep = _chunk(z_row, start, V, zmax, temp, floor, k_key, k_id, p_key, p_id, BLOCK_V)
+        # -- ties at t, in id order: the first that reaches the target is cut --
         tie = keep & (key == t)
         w = tl.where(tie, tl.where(use_mass, tl.exp(y), 1.0), 0.0)
         before = run + tl.cumsum(w, 0) - w
@@ -165,6 +168,7 @@ def _draw(z_row, V, u, zmax, temp, floor, k_key, k_id, p_key, p_id, BLOCK_V: tl.
     last = -1
     for start in range(0, V, BLOCK_V):
         offs, y, _key, keep = _chunk(z_row, start, V, zmax, temp, floor, k_key, k_id, p_key, p_id, BLOCK_V)
+        # -- prefix sums in id order: the token is the first prefix past u * mass --
         q = tl.where(keep, tl.exp(y), 0.0)
         prefix = run + tl.cumsum(q, 0)
         token = tl.minimum(token, tl.min(tl.where(keep & (prefix > target), offs, ID_BIG)))
@@ -243,7 +247,7 @@ def _sample_kernel(
     zmax = float("-inf")
     argmax = -1
     n_bad = 0
-    for start in range(0, V, BLOCK_V):
+    for start in range(0, V, BLOCK_V):  # Pass 1: S0..S3, z kept for the later passes, max and argmax
         offs = start + tl.arange(0, BLOCK_V)
         z, chunk_bad = _penalized_logits(
             logits + b * stride_logits, bias + b * stride_bias, prompt_mask + b * stride_prompt,
@@ -515,7 +519,7 @@ def _raw_logprobs_kernel(
     m = float("-inf")
     s = 0.0
     n_bad = 0
-    for start in range(0, V, BLOCK_V):
+    for start in range(0, V, BLOCK_V):  # Pass 1: S0, online log-sum-exp over the row
         offs = start + tl.arange(0, BLOCK_V)
         z, chunk_bad = _penalized_logits(
             logits + b * stride_logits, logits, logits, logits, allowed + b * stride_allowed,
@@ -528,7 +532,7 @@ def _raw_logprobs_kernel(
     defined = (m > float("-inf")) & (n_bad == 0)
     lse = m + tl.log(s)
     lp_row = logprobs + b * stride_lp
-    for start in range(0, V, BLOCK_V):
+    for start in range(0, V, BLOCK_V):  # Pass 2: the logprobs, written once
         offs = start + tl.arange(0, BLOCK_V)
         z, _unused = _penalized_logits(
             logits + b * stride_logits, logits, logits, logits, allowed + b * stride_allowed,
@@ -545,7 +549,7 @@ def _raw_logprobs_kernel(
             KEY_OFF, 0, KEY_OFF, 0, BLOCK_V,
         )  # fmt: skip
         run = 0
-        for start in range(0, V, BLOCK_V):
+        for start in range(0, V, BLOCK_V):  # Last pass: compact the top_n, in id order
             offs, y, _key, keep = _chunk(lp_row, start, V, 0.0, 1.0, floor, t, cut, KEY_OFF, 0, BLOCK_V)
             slot = run + tl.cumsum(keep.to(tl.int32), 0) - 1
             tl.store(top_ids + b * stride_top + slot, offs.to(tl.int64), mask=keep)

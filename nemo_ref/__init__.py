@@ -1,6 +1,6 @@
 """nemo_ref: a readable reference implementation of Mistral Nemo 12B and its sampler.
 
-The public surface (DESIGN.md) is re-exported here lazily, so that ``import nemo_ref`` needs only
+The public surface (README.md "Library") is re-exported here lazily, so that ``import nemo_ref`` needs only
 torch, safetensors and numpy, and the tokenizer, server and structured-output dependencies load only when used.
 """
 

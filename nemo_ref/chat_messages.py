@@ -15,11 +15,23 @@ import json
 import re
 from typing import Any
 
-__all__ = ["ChatFormatError", "convert_messages", "convert_tools", "nemo_tool_call_id", "short_error"]
+__all__ = [
+    "FUNCTION_NAME_RE",
+    "TOOL_CALL_ID_PATTERN",
+    "ChatFormatError",
+    "base62_tool_call_id",
+    "convert_messages",
+    "convert_tools",
+    "nemo_tool_call_id",
+    "short_error",
+]
 
-_NEMO_ID_RE = re.compile(r"[A-Za-z0-9]{9}")
-_FUNCTION_NAME_RE = re.compile(r"[a-zA-Z0-9_-]{1,64}")  # mistral-common's rule
-_ALNUM = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+# Nemo's prompt format: a tool-call id is exactly 9 alphanumerics (mistral-common rejects others).
+TOOL_CALL_ID_LEN = 9
+TOOL_CALL_ID_PATTERN = rf"[a-zA-Z0-9]{{{TOOL_CALL_ID_LEN}}}"
+_NEMO_ID_RE = re.compile(TOOL_CALL_ID_PATTERN)
+FUNCTION_NAME_RE = re.compile(r"[a-zA-Z0-9_-]{1,64}")  # mistral-common's rule (structured.py too)
+TOOL_CALL_ID_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
 class ChatFormatError(ValueError):
@@ -42,11 +54,16 @@ def nemo_tool_call_id(client_id: str) -> str:
     """
     if _NEMO_ID_RE.fullmatch(client_id):
         return client_id
-    n = int.from_bytes(hashlib.sha256(client_id.encode("utf-8")).digest(), "big")
+    return base62_tool_call_id(hashlib.sha256(client_id.encode("utf-8")).digest())
+
+
+def base62_tool_call_id(digest: bytes) -> str:
+    """A tool-call id in Nemo's form from a hash: the first 9 base-62 digits of ``digest``."""
+    n = int.from_bytes(digest, "big")
     digits = []
-    for _ in range(9):
+    for _ in range(TOOL_CALL_ID_LEN):
         n, r = divmod(n, 62)
-        digits.append(_ALNUM[r])
+        digits.append(TOOL_CALL_ID_ALPHABET[r])
     return "".join(digits)
 
 
@@ -166,7 +183,7 @@ def convert_tools(tools: Any) -> list:
         fn = tool.get("function")
         if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
             raise ChatFormatError(f"{where}: function.name is required", "tools")
-        if not _FUNCTION_NAME_RE.fullmatch(fn["name"]):
+        if not FUNCTION_NAME_RE.fullmatch(fn["name"]):
             raise ChatFormatError(
                 f"{where}: function name {fn['name']!r} must be 1-64 of a-z, A-Z, 0-9, _ and -",
                 "tools",

@@ -127,7 +127,7 @@ def _from_args(args: argparse.Namespace, load_model: Callable[[Any], Any]) -> Co
             raise ValueError("give a prompt (text) or --logits FILE")
         if args.prompt_tokens is not None or args.output_tokens is not None:
             raise ValueError("--prompt-tokens and --output-tokens go with --logits; a prompt makes its own")
-        from .generate import encode_prompt
+        from .request import encode_prompt
 
         model, tok, notice = load_model(args)
         if args.chat or args.system:

@@ -28,17 +28,9 @@ import numpy as np
 
 from .sampling import ParamError
 from .sampling import engines as registry
+from .sampling.params import DISTRIBUTION_FIELDS
 
-REQUEST_FIELDS = (
-    "temperature",
-    "top_p",
-    "top_k",
-    "min_p",
-    "repetition_penalty",
-    "presence_penalty",
-    "frequency_penalty",
-    "logit_bias",
-)
+REQUEST_FIELDS = DISTRIBUTION_FIELDS
 DEFAULT_TOP = 10
 BOLD_RED, RESET = "\x1b[1;31m", "\x1b[0m"
 # Two probabilities are "different" when they differ by more than this fraction of the larger: far

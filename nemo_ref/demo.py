@@ -19,6 +19,7 @@ import math
 
 import torch
 
+from .backends import default_attn_backend
 from .config import ModelArgs
 from .model import Transformer
 
@@ -95,16 +96,17 @@ def embedded_model(
     seed: int = 0,
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
-    attn_backend: str = "sdpa",
+    attn_backend: str | None = None,
 ) -> Transformer:
     """A preset model with ``init_random(seed)`` weights, next-token shape from ``shape_next_token``:
     identical on every machine, random (untrained) all the same."""
     args = ModelArgs.preset(preset)
     # Built in the target dtype: init_random draws float32 and casts per parameter (the same values
     # as a float32 model cast afterwards), so a 7B preset in bf16 never needs its float32 copy.
-    model = Transformer(args, attn_backend=attn_backend, dtype=dtype).init_random(seed)
+    backend = attn_backend or default_attn_backend(device)
+    model = Transformer(args, attn_backend=backend, dtype=dtype).init_random(seed)
     shape_next_token(model, seed)
-    model.random_weights = True  # read by the CLI and the server to label their outputs
+    model.random_weights = True
     return model.to(device=device).eval()
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from .backends import default_sampler
 from .sequence import Delta, Sequence
 
 PREFILL_CHUNK = 512  # prompt tokens per engine step: bounds a running stream's inter-token gap
@@ -75,8 +76,8 @@ class Engine:
         prefill_chunk: int = PREFILL_CHUNK,
     ):
         self.device = model.tok_embeddings.weight.device
-        if sampler is None:  # the fused Triton sampler on a GPU, the torch one elsewhere
-            sampler = "triton" if self.device.type == "cuda" else "torch"
+        if sampler is None:
+            sampler = default_sampler(self.device)
         # A callable is a sampler backend with sample_batch's signature (logits [B, V], SampleRows)
         # -> SampleResults, e.g. the server's emulation of another engine (server/semantics.py).
         if not callable(sampler) and sampler not in ("torch", "triton"):

@@ -2,7 +2,8 @@
 
 Both resolve the prompt (token ids, text, or chat messages), validate the request against the
 model's context, give every choice its seed (the request's, or one drawn from the OS and reported
-back), and drive an ``Engine`` synchronously until every choice has finished.
+back), and drive an ``Engine`` synchronously until every choice has finished. The request
+building (``encode_prompt``, ``make_sequences``) lives in ``request.py``, which the server uses too.
 """
 
 from __future__ import annotations
@@ -12,11 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .engine import Engine, Request
-from .sampling.params import ParamError, SamplingParams
-from .sampling.rng import random_seed
+from .request import Prompt, encode_prompt, make_sequences
+from .sampling.params import SamplingParams
 from .sequence import Delta, Sequence, TokenLogprob
-
-Prompt = list[int] | str | list[dict[str, Any]]
 
 
 @dataclass
@@ -61,60 +60,6 @@ class Completion:
     @property
     def logprobs(self) -> list[TokenLogprob] | None:
         return self.choices[0].logprobs
-
-
-def encode_prompt(tokenizer: Any, prompt: Prompt, tools: list[dict] | None = None) -> list[int]:
-    """Token ids for ``prompt``: ids as given, text with BOS, or chat messages via mistral-common."""
-    if isinstance(prompt, str):
-        return tokenizer.encode(prompt, bos=True)
-    if isinstance(prompt, list) and all(isinstance(m, dict) for m in prompt) and prompt:
-        return tokenizer.encode_chat(prompt, tools=tools)
-    if isinstance(prompt, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
-        if not prompt:
-            raise ParamError("prompt", "the prompt must hold at least one token")
-        return list(prompt)
-    raise ParamError("prompt", "prompt must be token ids, a string, or a list of chat messages")
-
-
-def make_sequences(
-    tokenizer: Any,
-    prompt_ids: list[int],
-    params: SamplingParams,
-    context: int,
-    constraint_factory: Callable[[], Any] | None = None,
-) -> tuple[int, list[Sequence]]:
-    """Validate the request against the context and build its choices. Returns (seed, sequences)."""
-    vocab = tokenizer.vocab_size
-    params.check_vocab(vocab)
-    bad = [t for t in prompt_ids if not 0 <= t < vocab]
-    if bad:
-        raise ParamError("prompt", f"token ids must lie in [0, {vocab}); got {bad[:5]}")
-    if len(prompt_ids) >= context:
-        raise ParamError("prompt", f"the prompt has {len(prompt_ids)} tokens; the context holds {context}")
-    max_new = params.max_new_tokens
-    if max_new is None:
-        max_new = context - len(prompt_ids)
-    elif len(prompt_ids) + max_new > context:
-        name = "max_completion_tokens" if params.max_completion_tokens is not None else "max_tokens"
-        raise ParamError(
-            name,
-            f"prompt ({len(prompt_ids)} tokens) + {name} ({max_new}) exceeds the context of "
-            f"{context} tokens; {name} must be <= {context - len(prompt_ids)}",
-        )
-    seed = params.seed if params.seed is not None else random_seed()
-    seqs = [
-        Sequence(
-            index=i,
-            prompt=prompt_ids,
-            params=params,
-            seed=seed,
-            max_new_tokens=max_new,
-            tokenizer=tokenizer,
-            constraint=constraint_factory() if constraint_factory is not None else None,
-        )
-        for i in range(params.n)
-    ]
-    return seed, seqs
 
 
 def _engine_for(model: Any, seqs: list[Sequence], sampler: str | None) -> Engine:

@@ -7,13 +7,15 @@ w2 [5120, 14336]. Note ``n_heads * head_dim = 4096 != dim``.
 
 One forward serves every use: ``model(tokens, start_pos)`` runs tokens [B, T] whose first token sits
 at ``start_pos`` (an int, or one position per row for batched decode), reading and extending the KV
-cache when one is set up (``setup_cache``) and attending only within ``tokens`` otherwise.
+cache passed as ``cache=`` (from ``new_cache``; the caller owns it) and attending only within
+``tokens`` otherwise.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -106,6 +108,9 @@ class Batch:
     cached: bool  # a KV cache is read and extended
     window: int | None = None  # sliding window: keys p - window < j <= p
     mask: torch.Tensor | None = None  # [B, 1, n_rep * T, kv_len] for the torch paths; None: no mask
+    cos: torch.Tensor | None = None  # [B, T, head_dim / 2] RoPE at each token's position (64 for Nemo)
+    sin: torch.Tensor | None = None  # [B, T, head_dim / 2]
+    q_scale: torch.Tensor | None = None  # [B, T] llama4 query scaling; None without it (Nemo)
 
 
 def _host_ints(x: int | Sequence[int] | torch.Tensor, n: int | None, name: str) -> list[int]:
@@ -154,7 +159,7 @@ class Attention(nn.Module):
     def __init__(self, args: ModelArgs, backend: AttnBackend = "sdpa", device=None, dtype=None):
         super().__init__()
         self.args = args
-        self.backend = backend
+        self.backend = backend  # binds self._attend (the setter below)
         # Head counts of this module (a tensor-parallel shard holds fewer than args says).
         self.n_heads, self.n_kv_heads, self.head_dim = args.n_heads, args.n_kv_heads, args.head_dim
         hd = args.head_dim
@@ -163,55 +168,72 @@ class Attention(nn.Module):
         self.wv = nn.Linear(args.dim, args.n_kv_heads * hd, bias=False, device=device, dtype=dtype)
         self.wo = nn.Linear(args.n_heads * hd, args.dim, bias=False, device=device, dtype=dtype)
 
+    @property
+    def backend(self) -> AttnBackend:
+        return self._backend
+
+    @backend.setter
+    def backend(self, backend: AttnBackend) -> None:
+        """Choose the attention function once, here, rather than by name on every layer call."""
+        if backend == "triton":
+            from .kernels.attention import attention as kernel  # Triton: imported only when chosen
+
+            self._attend = functools.partial(_triton_attention, kernel)
+        else:
+            self._attend = functools.partial(_torch_attention, _sdpa if backend == "sdpa" else _eager)
+        self._backend = backend
+
     def forward(
-        self,
-        x: torch.Tensor,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
-        p: Batch,
-        cache: tuple[torch.Tensor, torch.Tensor] | None,
-        q_scale: torch.Tensor | None,
+        self, x: torch.Tensor, p: Batch, cache: tuple[torch.Tensor, torch.Tensor] | None
     ) -> torch.Tensor:
-        B, T, _ = x.shape
-        H, Hkv, D = self.n_heads, self.n_kv_heads, self.head_dim
+        B, T, _ = x.shape  # x [B, T, 5120] for Nemo
+        H, Hkv, D = self.n_heads, self.n_kv_heads, self.head_dim  # 32, 8, 128 for Nemo
         q = self.wq(x).view(B, T, H, D)
         k = self.wk(x).view(B, T, Hkv, D)
         v = self.wv(x).view(B, T, Hkv, D)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        if q_scale is not None:
-            q = (q.float() * q_scale[:, :, None, None]).type_as(q)
+        q, k = apply_rotary(q, p.cos, p.sin), apply_rotary(k, p.cos, p.sin)
+        if p.q_scale is not None:
+            q = (q.float() * p.q_scale[:, :, None, None]).type_as(q)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, heads, T, D]
 
         if cache is not None:
             _write_cache(cache, k, v, p)
-        if self.backend == "triton":
-            from .kernels.attention import attention as triton_attention
-
-            if cache is None:  # the chunk is its own cache: rows 0..B-1, positions from 0
-                if p.same_start != 0:
-                    raise ValueError("the triton backend without a KV cache needs start_pos == 0")
-                out = triton_attention(q, k, v, p.start, window=p.window)
-            else:  # the whole cache, read in place through the row index
-                out = triton_attention(q, *cache, p.start, rows=p.rows, window=p.window, max_len=p.kv_len)
-        else:
-            if cache is not None:
-                k, v = _read_cache(cache, p)  # keys of positions 0..kv_len-1
-            out = self._attend(q, k, v, p.mask)
+        out = self._attend(q, k, v, cache, p)  # [B, H, T, D]
         return self.wo(out.transpose(1, 2).reshape(B, T, H * D))
 
-    def _attend(self, q, k, v, mask: torch.Tensor | None) -> torch.Tensor:
-        """softmax(q k^T / sqrt(D) + causal mask) v, with the GQA group folded into the query axis."""
-        B, H, T, D = q.shape
-        n_kv = k.shape[1]
-        qg = q.reshape(B, n_kv, (H // n_kv) * T, D)  # query head h = kv * n_rep + g, as in checkpoints
-        if self.backend == "sdpa":
-            out = F.scaled_dot_product_attention(qg, k, v, attn_mask=mask)
-        else:  # eager: the plain math, in float32
-            scores = (qg.float() @ k.float().transpose(-1, -2)) / math.sqrt(D)
-            if mask is not None:
-                scores = scores.masked_fill(~mask, float("-inf"))
-            out = (scores.softmax(-1) @ v.float()).type_as(q)
-        return out.reshape(B, H, T, D)
+
+def _triton_attention(kernel, q, k, v, cache, p: Batch) -> torch.Tensor:
+    """The Triton kernels (kernels/attention.py): they read each row's own keys from the cache."""
+    if cache is None:  # the chunk is its own cache: rows 0..B-1, positions from 0
+        if p.same_start != 0:
+            raise ValueError("the triton backend without a KV cache needs start_pos == 0")
+        return kernel(q, k, v, p.start, window=p.window)
+    # The whole cache, read in place through the row index.
+    return kernel(q, *cache, p.start, rows=p.rows, window=p.window, max_len=p.kv_len)
+
+
+def _torch_attention(core: Callable, q, k, v, cache, p: Batch) -> torch.Tensor:
+    """A torch path: ``core(qg, k, v, mask)`` over the cache's keys, the GQA group folded into the
+    query axis (``[B, Hkv, n_rep * T, D]``)."""
+    if cache is not None:
+        k, v = _read_cache(cache, p)  # keys of positions 0..kv_len-1
+    B, H, T, D = q.shape
+    n_kv = k.shape[1]
+    qg = q.reshape(B, n_kv, (H // n_kv) * T, D)  # query head h = kv * n_rep + g, as in checkpoints
+    return core(qg, k, v, p.mask).reshape(B, H, T, D)
+
+
+def _sdpa(qg, k, v, mask: torch.Tensor | None) -> torch.Tensor:
+    """softmax(q k^T / sqrt(D) + causal mask) v by PyTorch's fused kernels."""
+    return F.scaled_dot_product_attention(qg, k, v, attn_mask=mask)
+
+
+def _eager(qg, k, v, mask: torch.Tensor | None) -> torch.Tensor:
+    """The same, as plain math in float32."""
+    scores = (qg.float() @ k.float().transpose(-1, -2)) / math.sqrt(qg.shape[-1])
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return (scores.softmax(-1) @ v.float()).type_as(qg)
 
 
 def _write_cache(cache, k: torch.Tensor, v: torch.Tensor, p: Batch) -> None:
@@ -269,8 +291,10 @@ class TransformerBlock(nn.Module):
         self.attention_norm = RMSNorm(args.dim, args.norm_eps, device=device, dtype=dtype)
         self.ffn_norm = RMSNorm(args.dim, args.norm_eps, device=device, dtype=dtype)
 
-    def forward(self, x, cos, sin, p, cache, q_scale) -> torch.Tensor:
-        h = x + self.attention(self.attention_norm(x), cos, sin, p, cache, q_scale)
+    def forward(
+        self, x: torch.Tensor, p: Batch, cache: tuple[torch.Tensor, torch.Tensor] | None
+    ) -> torch.Tensor:
+        h = x + self.attention(self.attention_norm(x), p, cache)  # [B, T, dim]
         return h + self.feed_forward(self.ffn_norm(h))
 
 
@@ -296,7 +320,9 @@ class Transformer(nn.Module):
         self.output = nn.Linear(args.dim, args.vocab_size, bias=False, **kw)
         if args.tied_embeddings:
             self.output.weight = self.tok_embeddings.weight
-        self.cache: KVCache | None = None
+        # Set by whoever fills the weights (demo.py, checkpoint/load.py for a make-checkpoint output);
+        # the CLI and the server label every output of a random-weight model with it.
+        self.random_weights: bool = False
         self._rope: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
@@ -318,11 +344,6 @@ class Transformer(nn.Module):
         w = self.tok_embeddings.weight
         heads = self.layers[0].attention.args  # a tensor-parallel rank's own heads (tp.py)
         return KVCache.allocate(heads, max_batch, max_len, w.dtype, w.device)
-
-    def setup_cache(self, max_batch: int, max_len: int | None = None) -> KVCache:
-        """Allocate the model's own KV cache, used by every call that passes no ``cache=``."""
-        self.cache = self.new_cache(max_batch, max_len)
-        return self.cache
 
     def _rope_tables(self, length: int, needed: int, device) -> tuple[torch.Tensor, torch.Tensor]:
         """cos/sin tables; ``length`` is the context in use: the cache length, or without a cache the
@@ -354,13 +375,12 @@ class Transformer(nn.Module):
 
         ``start_pos``: position of ``tokens[:, 0]``, an int or one per row (a list, or a LongTensor
         [B]: rows at different positions, e.g. batched decode). ``cache``: the KV cache to read and
-        extend (default: the one from ``setup_cache``, if any); ``rows``: which of its rows these
+        extend (from :meth:`new_cache`; None: no cache); ``rows``: which of its rows these
         sequences own (default 0..B-1). Without a cache, tokens attend only to each other.
 
         Positions and rows are host values: pass Python ints/lists (the engine does). A tensor
         is read back once per call, before any layer runs (on a GPU, a device-to-host sync).
         """
-        kv = cache if cache is not None else self.cache
         if tokens.dim() != 2:
             raise ValueError(f"tokens must be [batch, seq], got shape {tuple(tokens.shape)}")
         B, T = tokens.shape
@@ -369,11 +389,11 @@ class Transformer(nn.Module):
         if len(row_list) != B:
             raise ValueError(f"rows must name {B} cache rows, got {len(row_list)}")
         end = max(starts) + T
-        limit = kv.max_len if kv is not None else self.args.max_positions
+        limit = cache.max_len if cache is not None else self.args.max_positions
         if min(starts) < 0 or end > limit:
             raise ValueError(f"positions must lie in [0, {limit}); this call reaches {end}")
-        if kv is not None and (min(row_list) < 0 or max(row_list) >= kv.max_batch):
-            raise ValueError(f"the KV cache has rows 0..{kv.max_batch - 1}; this call uses {row_list}")
+        if cache is not None and (min(row_list) < 0 or max(row_list) >= cache.max_batch):
+            raise ValueError(f"the KV cache has rows 0..{cache.max_batch - 1}; this call uses {row_list}")
         device = tokens.device
         start = torch.tensor(starts, dtype=torch.long, device=device)
         r0 = row_list[0]
@@ -384,12 +404,14 @@ class Transformer(nn.Module):
             row_run=slice(r0, r0 + B) if row_list == list(range(r0, r0 + B)) else None,
             kv_len=end,
             same_start=starts[0] if len(set(starts)) == 1 else None,
-            cached=kv is not None,
+            cached=cache is not None,
             window=self.args.sliding_window,
         )
         # The rope table spans the context in use: the cache, or this call's positions without one
         # (dynamic NTK scales for it, as transformers does for a forward over L positions).
-        return self._forward(tokens, batch, kv, last_only, rope_len=kv.max_len if kv is not None else end)
+        return self._forward(
+            tokens, batch, cache, last_only, rope_len=cache.max_len if cache is not None else end
+        )
 
     @torch.inference_mode()
     def decode_step(self, tokens: torch.Tensor, start: torch.Tensor, cache: KVCache) -> torch.Tensor:
@@ -423,16 +445,15 @@ class Transformer(nn.Module):
         if self.attn_backend != "triton":
             batch.mask = causal_mask(batch, self.args.n_rep)
         cos_t, sin_t = self._rope_tables(rope_len, batch.kv_len, tokens.device)
-        cos, sin = cos_t[batch.pos], sin_t[batch.pos]
-        q_scale = llama4_q_scale(self.args, batch.pos)
+        batch.cos, batch.sin = cos_t[batch.pos], sin_t[batch.pos]  # [B, T, head_dim / 2]
+        batch.q_scale = llama4_q_scale(self.args, batch.pos)
 
-        h = self.tok_embeddings(tokens)
+        h = self.tok_embeddings(tokens)  # [B, T, dim]
         for i, layer in enumerate(self.layers):
-            layer_kv = (kv.k[i], kv.v[i]) if kv is not None else None
-            h = layer(h, cos, sin, batch, layer_kv, q_scale)
+            h = layer(h, batch, (kv.k[i], kv.v[i]) if kv is not None else None)
         if last_only:
             h = h[:, -1:]
-        return self.output(self.norm(h)).float()
+        return self.output(self.norm(h)).float()  # [B, T, vocab] float32
 
     def init_random(self, seed: int = 0, std: float = 0.02) -> Transformer:
         """Deterministic random weights (normal(0, std); norms 1), identical on every machine."""

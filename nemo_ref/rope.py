@@ -2,7 +2,7 @@
 
 Each pair of features of a query/key head is rotated by an angle ``pos * inv_freq[i]``. nemo_ref
 pairs features (2i, 2i+1) -- mistral's interleaved convention -- everywhere; HF checkpoints, which
-pair (i, i + head_dim/2), are un-permuted at load (see checkpoint.py), so the attention scores are
+pair (i, i + head_dim/2), are un-permuted at load (see checkpoint/names.py), so the attention scores are
 the same.
 
 The frequency schemes follow transformers' ``modeling_rope_utils`` (the reference for the formulas):

@@ -1,6 +1,6 @@
 """One choice being generated: its tokens, stopping rules, streamed text and logprobs.
 
-The engine samples; a ``Sequence`` decides what a sampled token means (SAMPLING-SPEC "Stopping"):
+The engine samples; a ``Sequence`` decides what a sampled token means (docs/sampling.md "Stopping and finish reasons"):
 after each token, in this order,
 
 1. EOS (``</s>``) -> finish "stop"; EOS adds no text;
@@ -130,7 +130,7 @@ class Sequence:
 
     @property
     def step(self) -> int:
-        """Index of the next token to generate: the RNG counter of SAMPLING-SPEC."""
+        """Index of the next token to generate: the RNG counter of docs/sampling.md."""
         return len(self.output)
 
     def allowed(self):

@@ -4,7 +4,7 @@ The sampler's step S0 (docs/sampling.md) sets the logits of every token the gram
 -inf. This module turns the OpenAI request fields into llguidance grammars (lark text with
 `%json {schema}` embeds), and `Constraint` follows one generated choice through its grammar.
 
-Decisions (SAMPLING-SPEC "Structured outputs and tools"):
+Decisions (docs/sampling.md and docs/serving.md, "Structured outputs and tools"):
 
 - `response_format` `{"type": "text"}` -> no grammar; `json_object` -> one JSON object;
   `json_schema` -> the schema, enforced whether or not `strict` is set (a missing schema means
@@ -46,12 +46,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .chat_messages import (
+    FUNCTION_NAME_RE,
+    TOOL_CALL_ID_ALPHABET,
+    TOOL_CALL_ID_LEN,
+    TOOL_CALL_ID_PATTERN,
+    base62_tool_call_id,
+)
 from .constraint import BoundedLRU, Constraint, GrammarError, _first_line, _llg
+from .sequence import tool_calls_id
 
 __all__ = [
     "MAX_SCHEMA_CHARS",
@@ -66,15 +73,12 @@ __all__ = [
     "tool_grammar",
 ]
 
-TOOL_CALLS_ID = 9  # `[TOOL_CALLS]` in Tekken v3
 WS_MAX_INDENT = 16
 # One gap of whitespace between JSON tokens: nothing, one space, or a line break and an indent.
 _JSON_WS = rf"( |\r?\n[ \t]{{0,{WS_MAX_INDENT}}})?"
 # mistral-common's serialisation of tool calls (json.dumps defaults): no other whitespace.
 _CANONICAL = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 MAX_SCHEMA_CHARS = 256 * 1024  # one schema's JSON text; bounds compile time and cache memory
-_FUNCTION_NAME_RE = re.compile(r"[a-zA-Z0-9_-]{1,64}")
-_ALNUM = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -236,7 +240,7 @@ def _tool_functions(tools: Any) -> list[tuple[str, dict]]:
             raise GrammarError(f"tools[{i}]: only type 'function' tools are supported", "tools")
         fn = tool.get("function")
         name = fn.get("name") if isinstance(fn, Mapping) else None
-        if not isinstance(name, str) or not _FUNCTION_NAME_RE.fullmatch(name):
+        if not isinstance(name, str) or not FUNCTION_NAME_RE.fullmatch(name):
             raise GrammarError(f"tools[{i}]: function.name must be 1-64 of a-z, A-Z, 0-9, _ and -", "tools")
         if any(name == n for n, _ in out):
             raise GrammarError(f"tools[{i}]: duplicate function name {name!r}", "tools")
@@ -260,7 +264,7 @@ def _calls_rules(functions: list[tuple[str, dict]], parallel: bool) -> list[str]
             '(", \\"id\\": " CALL_ID)? "}"'
         )
         rules.append(f"args_{i}: {embed}")
-    rules.append('CALL_ID: /"[a-zA-Z0-9]{9}"/')
+    rules.append(f'CALL_ID: /"{TOOL_CALL_ID_PATTERN}"/')
     return rules
 
 
@@ -344,16 +348,11 @@ def make_tool_call_id(seed: Any = None, index: int = 0) -> str:
     """A 9-alphanumeric tool-call id (Nemo's format). Random when `seed` is None; otherwise a
     pure function of (seed, index), e.g. seed=(request seed, choice index)."""
     if seed is None:
-        return "".join(secrets.choice(_ALNUM) for _ in range(9))
+        return "".join(secrets.choice(TOOL_CALL_ID_ALPHABET) for _ in range(TOOL_CALL_ID_LEN))
     digest = hashlib.sha256(
         b"nemo-ref-tool-call-id\x00" + repr(seed).encode() + b"\x00" + str(index).encode()
     ).digest()
-    n = int.from_bytes(digest, "big")
-    out = []
-    for _ in range(9):
-        n, r = divmod(n, 62)
-        out.append(_ALNUM[r])
-    return "".join(out)
+    return base62_tool_call_id(digest)
 
 
 def _calls_from_json(text: str) -> list[dict] | None:
@@ -398,7 +397,7 @@ def parse_tool_calls(
     ids = [int(t) for t in token_ids]
     while ids and ids[-1] == tokenizer.eos_id:
         ids.pop()
-    marker = getattr(tokenizer, "tool_calls_id", TOOL_CALLS_ID)
+    marker = tool_calls_id(tokenizer)
     if marker is None or marker not in ids:
         return tokenizer.decode(ids), []
     first = ids.index(marker)

@@ -42,10 +42,9 @@ from .tp import DEFAULT_TIMEOUT_S, TPError, env_world_size, init_from_env
 __all__ = ["TPDriver", "follow"]
 
 # Message kinds (the first element of every broadcast tuple).
-FORWARD, NEW_CACHE, SETUP_CACHE, FREE_CACHES, CACHE_CALL, HEARTBEAT, SHUTDOWN = (
+FORWARD, NEW_CACHE, FREE_CACHES, CACHE_CALL, HEARTBEAT, SHUTDOWN = (
     "forward",
     "new_cache",
-    "setup_cache",
     "free_caches",
     "cache_call",
     "heartbeat",
@@ -172,11 +171,6 @@ class TPDriver:
         weakref.finalize(cache, self._dead.append, cache_id)
         return cache
 
-    def setup_cache(self, max_batch: int, max_len: int | None = None) -> KVCache:
-        return self._command(
-            (SETUP_CACHE, max_batch, max_len), lambda: self.model.setup_cache(max_batch, max_len)
-        )
-
     def shutdown(self) -> None:
         """Tell the followers to return from :func:`follow`; the driver cannot be used afterwards."""
         if self._closed or self.failed is not None:
@@ -275,8 +269,6 @@ def _run(model: Any, caches: dict[int, KVCache], kind: str, rest: list, device: 
     if kind == NEW_CACHE:
         cache_id, max_batch, max_len = rest
         caches[cache_id] = model.new_cache(max_batch, max_len)
-    elif kind == SETUP_CACHE:
-        model.setup_cache(*rest)
     elif kind == FREE_CACHES:
         for cache_id in rest[0]:
             caches.pop(cache_id, None)
@@ -307,9 +299,10 @@ def exit_on_failure(error: TPError) -> None:
     os._exit(1)
 
 
-def run_torchrun(args: Any) -> int:
+def run_torchrun(args: Any, model_from_args: Callable[[Any], tuple[Any, str | None]]) -> int:
     """``torchrun --nproc-per-node N -m nemo_ref generate|serve ...``: rank 0 runs the command on a
-    :class:`TPDriver` (``cli.load_from_args`` makes it), the other ranks :func:`follow`."""
+    :class:`TPDriver` (``cli_model.load_from_args`` makes it), the other ranks :func:`follow` the
+    shard ``model_from_args(args)`` builds (``cli_model.model_from_args``)."""
     import traceback
 
     if args.command not in ("generate", "serve"):
@@ -335,8 +328,6 @@ def run_torchrun(args: Any) -> int:
                 driver.shutdown()
         dist.destroy_process_group()
         return code
-    from .cli import model_from_args
-
     try:
         model, _notice = model_from_args(args)
         print(f"rank {rank}: following rank 0 (pid {os.getpid()})", file=sys.stderr, flush=True)

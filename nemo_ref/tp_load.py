@@ -23,15 +23,10 @@ from typing import Any
 
 import torch
 
-from .checkpoint import (
-    _ST_FLOAT,
-    Layout,
-    TensorInfo,
-    _heads_to_permute,
-    _meta_model,
-    _plan,
-    unpermute_from_hf,
-)
+from .backends import default_attn_backend
+from .checkpoint.files import _ST_FLOAT, TensorInfo
+from .checkpoint.names import _heads_to_permute, unpermute_from_hf
+from .checkpoint.plan import Layout, _meta_model, _plan
 from .model import AttnBackend, Transformer
 from .tp import Shard, check_world_size, parallelize
 
@@ -115,7 +110,7 @@ def load_model_tp(
         dtype = _ST_FLOAT[next(iter(plan.dtypes))]
     device = torch.device(device)
     if attn_backend is None:
-        attn_backend = "triton" if device.type == "cuda" else "sdpa"
+        attn_backend = default_attn_backend(device)
     starts = {f: _data_start(f) for f in plan.files}
     bytes_read = 0
 

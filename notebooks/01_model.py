@@ -337,7 +337,7 @@ plt.show()
 # head. The HF layout's code (`rotate_half` in transformers' `modeling_mistral.py`) rotates pairs
 # (i, i + head_dim/2). To make the HF code produce the same attention, the conversion script
 # permutes the rows of `wq` and `wk` inside each head so that feature 2i lands at i and 2i+1 at
-# i + head_dim/2. It is a view, a transpose and a reshape, in `nemo_ref/checkpoint.py`:
+# i + head_dim/2. It is a view, a transpose and a reshape, in `nemo_ref/checkpoint/names.py`:
 
 # %%
 import inspect
@@ -476,10 +476,10 @@ plt.show()
 # %% [markdown]
 # ### Batched decode: rows at different positions
 #
-# `nemo_ref`'s cache is static: `setup_cache(max_batch, max_len)` preallocates
+# `nemo_ref`'s cache is static: `new_cache(max_batch, max_len)` preallocates
 # [max_batch, n_kv_heads, max_len, head_dim] per layer, and each sequence owns one row. In a
 # decode step every running sequence feeds one token, but the sequences have different lengths:
-# `model(tokens [B, 1], start_pos=LongTensor[B], rows=...)` writes each row's new key/value at
+# `model(tokens [B, 1], start_pos=LongTensor[B], cache=kv, rows=...)` writes each row's new key/value at
 # its own position and masks each row's keys beyond it. Below, two prompts of lengths 8 and 3 are
 # prefilled into rows 0 and 1, then decoded together in one step; the result equals running each
 # full sequence on its own without a cache.
@@ -489,13 +489,14 @@ p0 = [1] + [1000 + b for b in b"Nemo 12"]  # 8 tokens
 p1 = [1, 1000 + ord("H"), 1000 + ord("i")]  # 3 tokens
 nxt = [1000 + ord("B"), 1000 + ord("!")]  # one new token per sequence
 
-tiny.setup_cache(max_batch=2, max_len=32)
+kv = tiny.new_cache(max_batch=2, max_len=32)
 for row, p in enumerate((p0, p1)):
-    tiny(torch.tensor([p]), 0, rows=torch.tensor([row]))  # prefill each prompt into its row
-step = tiny(torch.tensor([[nxt[0]], [nxt[1]]]), torch.tensor([len(p0), len(p1)]), rows=torch.tensor([0, 1]))
+    tiny(torch.tensor([p]), 0, cache=kv, rows=torch.tensor([row]))  # prefill each prompt into its row
+positions = torch.tensor([len(p0), len(p1)])
+step = tiny(torch.tensor([[nxt[0]], [nxt[1]]]), positions, cache=kv, rows=torch.tensor([0, 1]))
 print("decode step logits:", list(step.shape), "at positions", [len(p0), len(p1)])
 
-tiny.cache = None  # no cache: each full sequence attends within itself
+# no cache: each full sequence attends within itself
 for row, p in enumerate((p0, p1)):
     alone = tiny(torch.tensor([[*p, nxt[row]]]))[0, -1]
     print(f"row {row}: max |batched decode - full forward| = {(step[row, 0] - alone).abs().max().item():.2e}")

@@ -70,11 +70,10 @@ eager_next = model(torch.cat([tokens, nxt], 1))[:, -1]
 model.set_attn_backend("triton")
 t0 = time.perf_counter()
 triton_prefill = model(tokens)  # prefill kernel, no cache
-model.setup_cache(max_batch=1, max_len=64)
-model(tokens, 0, last_only=True)  # prefill kernel, writing the cache
-triton_next = model(nxt, T)[:, -1]  # decode kernel (T = 1) over the cache
+kv = model.new_cache(max_batch=1, max_len=64)
+model(tokens, 0, cache=kv, last_only=True)  # prefill kernel, writing the cache
+triton_next = model(nxt, T, cache=kv)[:, -1]  # decode kernel (T = 1) over the cache
 print(f"interpreter time: {time.perf_counter() - t0:.1f} s")
-model.cache = None
 
 for name, a, b in [
     ("prefill logits", triton_prefill, eager_prefill),

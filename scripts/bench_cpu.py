@@ -111,13 +111,13 @@ def measure_load(impl: str, path: Path, dtype: str, repeats: int, threads: int) 
 @torch.inference_mode()
 def run_nemo_ref(model, prompt: torch.Tensor, new_tokens: int) -> tuple[float, float, list[int]]:
     P = prompt.shape[1]
-    model.setup_cache(1, P + new_tokens)
+    kv = model.new_cache(1, P + new_tokens)
     t0 = time.perf_counter()
-    tok = model(prompt, 0, last_only=True)[0, -1].argmax()
+    tok = model(prompt, 0, cache=kv, last_only=True)[0, -1].argmax()
     t1 = time.perf_counter()
     out = [int(tok)]
     for i in range(new_tokens - 1):
-        tok = model(tok.view(1, 1), P + i, last_only=True)[0, -1].argmax()
+        tok = model(tok.view(1, 1), P + i, cache=kv, last_only=True)[0, -1].argmax()
         out.append(int(tok))
     t2 = time.perf_counter()
     return t1 - t0, t2 - t1, out

@@ -301,7 +301,6 @@ def build_model(b: Bench):
     with torch.no_grad():  # random weights drawn on the device (12B on the CPU would take minutes)
         for name, p in model.named_parameters():
             p.fill_(1.0) if name.endswith("norm.weight") else p.normal_(0, 0.02)
-    model.setup_cache(1, b.sizes.prompt_len + 3)  # check_model's; bench_model makes its own
     return model
 
 
@@ -310,9 +309,10 @@ def check_model(b: Bench, model) -> None:
     out = {}
     for backend in ("triton", "sdpa"):
         model.set_attn_backend(backend)
-        logits = [model(prompt, 0)[:, -1]]
+        kv = model.new_cache(1, b.sizes.prompt_len + 3)
+        logits = [model(prompt, 0, cache=kv)[:, -1]]
         for i in range(2):  # two decode steps on the same cache
-            logits.append(model(prompt[:, i : i + 1], b.sizes.prompt_len + i)[:, -1])
+            logits.append(model(prompt[:, i : i + 1], b.sizes.prompt_len + i, cache=kv)[:, -1])
         out[backend] = torch.cat(logits).float()
     cos = torch.nn.functional.cosine_similarity(out["triton"], out["sdpa"], dim=1).min().item()
     b.check(f"{b.sizes.preset} logits, triton vs sdpa backend (1 - cosine)", 1 - cos, 5e-3)

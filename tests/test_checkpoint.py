@@ -23,6 +23,8 @@ from nemo_ref.checkpoint import (
     read_safetensors_header,
     save_checkpoint,
 )
+from nemo_ref.checkpoint import load as ckpt_load
+from nemo_ref.checkpoint import save as ckpt_save
 from nemo_ref.config import ModelArgs
 from nemo_ref.model import Transformer
 
@@ -80,9 +82,9 @@ def test_the_tiny_checkpoints_round_trip(tiny_model, tiny_checkpoints):
 def test_both_read_paths_give_the_same_weights(small, tmp_path, monkeypatch, pread):
     """safetensors >= 0.8 reads with pread; older versions memory-map (the fallback, forced here)."""
     save_checkpoint(small, tmp_path, "hf", dtype=torch.float32)
-    monkeypatch.setattr(ckpt, "_PREAD", None if pread else False)
+    monkeypatch.setattr(ckpt_load, "_PREAD", None if pread else False)
     loaded = load(tmp_path, dtype=None)
-    assert ckpt._PREAD is pread
+    assert ckpt_load._PREAD is pread
     assert_same_weights(small, loaded)
     with torch.no_grad():  # the parameters own their memory: writable, independent of the file
         loaded.norm.weight.add_(1)
@@ -209,7 +211,7 @@ def test_save_writes_nothing_under_final_names_when_it_fails(small, tmp_path, mo
     def boom(self, dtype):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(ckpt._Entry, "prepared", boom)
+    monkeypatch.setattr(ckpt_save._Entry, "prepared", boom)
     with pytest.raises(RuntimeError, match="disk full"):
         save_checkpoint(small, tmp_path, "mistral")
     assert not (tmp_path / "consolidated.safetensors").exists()
@@ -524,8 +526,8 @@ def test_data_offsets_beyond_the_end_of_the_file(mistral_dir):
 def test_nothing_is_read_before_everything_is_validated(mistral_dir, monkeypatch):
     """A problem in the *last* tensor is found before the first tensor's data is touched."""
     calls = []
-    real = ckpt.safe_open
-    monkeypatch.setattr(ckpt, "safe_open", lambda *a, **k: calls.append(a) or real(*a, **k))
+    real = ckpt_load.safe_open
+    monkeypatch.setattr(ckpt_load, "safe_open", lambda *a, **k: calls.append(a) or real(*a, **k))
     rewrite(
         mistral_dir / "consolidated.safetensors", lambda t: t.update({"output.weight": torch.zeros(63, 32)})
     )
@@ -534,7 +536,7 @@ def test_nothing_is_read_before_everything_is_validated(mistral_dir, monkeypatch
 
 
 def test_a_failure_while_loading_propagates(mistral_dir, monkeypatch):
-    real, calls = ckpt.safe_open, []
+    real, calls = ckpt_load.safe_open, []
 
     def flaky(*a, **k):
         calls.append(a)
@@ -542,7 +544,7 @@ def test_a_failure_while_loading_propagates(mistral_dir, monkeypatch):
             raise OSError("I/O error")
         return real(*a, **k)
 
-    monkeypatch.setattr(ckpt, "safe_open", flaky)
+    monkeypatch.setattr(ckpt_load, "safe_open", flaky)
     with pytest.raises(OSError, match="I/O error"):
         load(mistral_dir)
 

@@ -102,12 +102,9 @@ def test_logits_beyond_the_original_context_equal_transformers(pairs, scaling):
 
     # With a KV cache of exactly T positions (so dynamic NTK scales for T, as transformers does for
     # a T-token forward), prefill in two chunks: the second chunk lies wholly past the original.
-    ours.setup_cache(1, T)
-    try:
-        first = ours(toks[:, :40])
-        second = ours(toks[:, 40:], start_pos=40)
-    finally:
-        ours.cache = None
+    kv = ours.new_cache(1, T)
+    first = ours(toks[:, :40], cache=kv)
+    second = ours(toks[:, 40:], start_pos=40, cache=kv)
     assert rel(torch.cat([first, second], 1), expected) <= TOL, scaling
 
 
@@ -134,11 +131,7 @@ def test_dynamic_ntk_grows_with_the_context_in_use(pairs):
     with torch.no_grad():
         expected = theirs(toks).logits.float()  # scaled for 50 positions
     assert rel(ours(toks), expected) <= TOL
-    ours.setup_cache(1, 50)
-    try:
-        assert rel(ours(toks), expected) <= TOL
-    finally:
-        ours.cache = None
+    assert rel(ours(toks, cache=ours.new_cache(1, 50)), expected) <= TOL
 
 
 def test_positions_past_max_positions_are_refused(pairs):

@@ -1,7 +1,7 @@
 """The Transformer: KV-cache decoding, batched rows at different positions, the full-size architecture.
 
 The expected names and shapes of Nemo 12B are written out here from the published facts
-(DESIGN.md), independently of the model code.
+(docs/architecture.md "The model's facts"), independently of the model code.
 """
 
 from __future__ import annotations
@@ -34,15 +34,14 @@ def seq(n: int, batch: int = 1, seed: int = 0) -> torch.Tensor:
 
 
 def full_forward(model: Transformer, toks: torch.Tensor) -> torch.Tensor:
-    model.cache = None
-    return model(toks)
+    return model(toks)  # no cache: the tokens attend within themselves
 
 
 def test_token_by_token_decode_equals_the_full_forward(model):
     toks = seq(24, batch=2)
     full = full_forward(model, toks)
-    model.setup_cache(2, 32)
-    steps = torch.cat([model(toks[:, t : t + 1], t) for t in range(toks.shape[1])], dim=1)
+    kv = model.new_cache(2, 32)
+    steps = torch.cat([model(toks[:, t : t + 1], t, cache=kv) for t in range(toks.shape[1])], dim=1)
     assert rel(steps, full) <= TOL
 
 
@@ -50,10 +49,10 @@ def test_token_by_token_decode_equals_the_full_forward(model):
 def test_chunked_prefill_equals_the_full_forward(model, chunks):
     toks = seq(24, batch=2, seed=1)
     full = full_forward(model, toks)
-    model.setup_cache(2, 24)
+    kv = model.new_cache(2, 24)
     out, pos = [], 0
     for n in chunks:
-        out.append(model(toks[:, pos : pos + n], pos))
+        out.append(model(toks[:, pos : pos + n], pos, cache=kv))
         pos += n
     assert rel(torch.cat(out, dim=1), full) <= TOL
 
@@ -71,13 +70,13 @@ def test_batched_decode_rows_at_different_positions_equal_each_row_alone(model):
     prompts = [seq(5, seed=10), seq(11, seed=11), seq(2, seed=12)]
     rows = torch.tensor([2, 0, 1])
     continuation = seq(6, batch=3, seed=13)  # teacher-forced tokens, one column per step
-    model.setup_cache(3, 32)
+    kv = model.new_cache(3, 32)
     for prompt, row in zip(prompts, rows, strict=True):  # prefill each alone into its own row
-        model(prompt, 0, rows=row.view(1))
+        model(prompt, 0, cache=kv, rows=row.view(1))
     lengths = torch.tensor([p.shape[1] for p in prompts])
     batched = []
     for step in range(6):
-        batched.append(model(continuation[:, step : step + 1], lengths + step, rows=rows))
+        batched.append(model(continuation[:, step : step + 1], lengths + step, cache=kv, rows=rows))
     batched = torch.cat(batched, dim=1)  # [3, 6, V]
     for i, prompt in enumerate(prompts):
         alone = full_forward(model, torch.cat([prompt, continuation[i : i + 1]], dim=1))
@@ -87,11 +86,11 @@ def test_batched_decode_rows_at_different_positions_equal_each_row_alone(model):
 def test_batched_prefill_with_tensor_start_pos_and_default_rows(model):
     """start_pos as a tensor without rows=: rows 0..B-1, each continuing from its own position."""
     a, b = seq(10, seed=20), seq(4, seed=21)
-    model.setup_cache(2, 32)
-    model(a[:, :6], 0, rows=torch.tensor([0]))
-    model(b[:, :1], 0, rows=torch.tensor([1]))
+    kv = model.new_cache(2, 32)
+    model(a[:, :6], 0, cache=kv, rows=torch.tensor([0]))
+    model(b[:, :1], 0, cache=kv, rows=torch.tensor([1]))
     nxt = torch.cat([a[:, 6:9], b[:, 1:4]])
-    out = model(nxt, torch.tensor([6, 1]))
+    out = model(nxt, torch.tensor([6, 1]), cache=kv)
     assert rel(out[0], full_forward(model, a[:, :9])[0, 6:]) <= TOL
     assert rel(out[1], full_forward(model, b)[0, 1:]) <= TOL
 
@@ -102,16 +101,16 @@ def test_logits_are_float32_for_a_bfloat16_model(make_model):
 
 
 def test_positions_beyond_the_cache_are_an_error(model):
-    model.setup_cache(1, 8)
+    kv = model.new_cache(1, 8)
     with pytest.raises(ValueError, match="positions"):
-        model(seq(3), 6)
+        model(seq(3), 6, cache=kv)
 
 
 # ---- the full-size architecture, on the meta device ------------------------------------------
 
 
 def nemo_12b_expected() -> dict[str, tuple[int, ...]]:
-    """Mistral-layout names and shapes of Nemo 12B from the published facts (DESIGN.md)."""
+    """Mistral-layout names and shapes of Nemo 12B from the published facts (docs/architecture.md)."""
     dim, hidden, q, kv, vocab = 5120, 14336, 32 * 128, 8 * 128, 131072
     out = {"tok_embeddings.weight": (vocab, dim)}
     for i in range(40):

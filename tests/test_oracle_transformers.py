@@ -161,12 +161,12 @@ def test_kv_cache_decode_matches_transformers_generate(tiny_checkpoints):
         expected = hf.generate(
             prompt, max_new_tokens=8, do_sample=False, attention_mask=torch.ones_like(prompt), pad_token_id=0
         )[0, 7:]
-    model.setup_cache(1, 64)
-    out, logits = [], model(prompt)
+    kv = model.new_cache(1, 64)
+    out, logits = [], model(prompt, cache=kv)
     for step in range(8):
         nxt = int(logits[0, -1].argmax())
         out.append(nxt)
-        logits = model(torch.tensor([[nxt]]), 7 + step)
+        logits = model(torch.tensor([[nxt]]), 7 + step, cache=kv)
     assert out == expected.tolist()
 
 

@@ -3,7 +3,7 @@
 Each walk samples uniformly (seeded `random`) among the tokens `Constraint.allowed()` permits, for
 a number of free steps, then steers towards the end (closing punctuation, then the shortest
 tokens) until EOS is allowed. Oracles: `json.loads`, the `jsonschema` validator, the JSON
-grammar of RFC 8259 for where whitespace may sit, and Nemo's tool-call format from SERVING.md.
+grammar of RFC 8259 for where whitespace may sit, and Nemo's tool-call format from docs/serving.md.
 At every step the walk also checks that EOS is allowed exactly when the grammar accepts.
 """
 

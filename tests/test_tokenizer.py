@@ -1,8 +1,8 @@
 """Tekken tokenizer: ids and chat prompts equal mistral-common's; byte-exact streaming decode.
 
 Oracles: an independently loaded mistral-common MistralTokenizer (Mistral's own reference for
-Nemo's prompt format), the facts published in DESIGN.md (ids, 1,435 tokens that are not UTF-8
-alone), Python's `bytes.decode`, and the literal prompt layout of SERVING.md.
+Nemo's prompt format), the facts in docs/architecture.md "Nemo's tokenizer" (ids, 1,435 tokens that are not UTF-8
+alone), Python's `bytes.decode`, and the literal prompt layout of docs/serving.md.
 """
 
 from __future__ import annotations
@@ -177,7 +177,7 @@ def not_utf8_alone(tok):  # noqa: F811
 
 
 def test_count_of_tokens_not_utf8_alone(not_utf8_alone):
-    assert len(not_utf8_alone) == 1435  # DESIGN.md
+    assert len(not_utf8_alone) == 1435  # docs/architecture.md
 
 
 def _stream(tok, ids, skip_special=True):  # noqa: F811
@@ -271,7 +271,7 @@ def test_chat_system_multiturn_matches_mistral_common(tok, oracle):  # noqa: F81
     ids = tok.encode_chat(msgs)
     assert ids == expected
     text = tok.decode(ids, skip_special=False)
-    # SERVING.md: the system prompt is prepended to the last user message
+    # docs/serving.md: the system prompt is prepended to the last user message
     assert text.startswith("<s>[INST]Hi[/INST]Hello.</s>[INST]You are terse.\n\n")
     assert text.endswith("[/INST]")
 

@@ -20,6 +20,18 @@ MAX_STOP = 4
 MAX_TOP_LOGPROBS = 20
 MAX_N = 128
 LOGPROBS_MODES = ("raw", "processed")
+# The request fields that shape the distribution (S0..S8's knobs): the one list that compare, the
+# engines' emulations and the server's --semantics start from.
+DISTRIBUTION_FIELDS = (
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "repetition_penalty",
+    "presence_penalty",
+    "frequency_penalty",
+    "logit_bias",
+)
 _INT_STRING = re.compile(r"[+-]?\d+")
 
 

@@ -101,7 +101,7 @@ class ServerState:
     # ---- loading ------------------------------------------------------------------------------
 
     def install(self, model: Any, tokenizer: Any, notice: str | None = None) -> None:
-        if notice is None and getattr(model, "random_weights", False):
+        if notice is None and model.random_weights:
             notice = DEFAULT_RANDOM_NOTICE
         context = model.args.max_seq_len
         if self.max_model_len is not None:

@@ -16,7 +16,7 @@ API_KEY_ENV = "NEMO_REF_API_KEY"
 
 
 def add_serve_command(subparsers) -> None:
-    from ..cli import add_model_args
+    from ..cli_model import add_model_args
 
     p = subparsers.add_parser(
         "serve",
@@ -133,7 +133,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ImportError as e:
         print(f"error: the server needs its extra: pip install 'nemo_ref[server]' ({e})", file=sys.stderr)
         return 2
-    from ..cli import load_from_args
+    from ..cli_model import load_from_args
     from ..demo import DEFAULT_PRESET
 
     if args.max_batch < 1:

@@ -25,7 +25,7 @@ from typing import Any
 
 from ..constraint import BoundedLRU, GrammarError, digest  # llguidance itself is imported lazily
 from ..engine import Engine, QueueFull, Request
-from ..generate import make_sequences
+from ..request import make_sequences
 from ..sampling.params import ParamError
 from ..sequence import Delta, Sequence
 

@@ -2,7 +2,7 @@
 
 Requests are validated by pydantic in strict JSON mode: a number where a number is expected (an int
 is accepted for a float), never a string of one; booleans are not integers; NaN and infinity are
-rejected; every range is SAMPLING-SPEC's (the OpenAI ranges). ``SamplingParams`` validates the
+rejected; every range is docs/sampling.md's table (the OpenAI ranges). ``SamplingParams`` validates the
 sampling fields once more when the server builds it, so the two can never disagree silently.
 
 Unknown fields are rejected (OpenAI's own "Unrecognized request argument"), except these harmless
@@ -33,7 +33,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from ..sampling.params import INT64_MAX, INT64_MIN, MAX_N, MAX_STOP, MAX_TOP_LOGPROBS, SamplingParams
+from ..sampling.params import (
+    DISTRIBUTION_FIELDS,
+    INT64_MAX,
+    INT64_MIN,
+    MAX_N,
+    MAX_STOP,
+    MAX_TOP_LOGPROBS,
+    SamplingParams,
+)
 from .limits import MAX_DETOKENIZE_IDS, MAX_LOGIT_BIAS, MAX_STOP_CHARS, MAX_TOKEN_ID_DIGITS, MAX_TOOLS
 
 __all__ = [
@@ -141,7 +149,7 @@ class JsonSchemaSpec(_Strict):
     name: str = "response"
     description: str | None = None
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
-    strict: bool | None = None  # enforced whether or not strict (SAMPLING-SPEC)
+    strict: bool | None = None  # enforced whether or not strict (docs/serving.md)
 
 
 class JsonSchemaFormat(_Strict):
@@ -156,7 +164,7 @@ ResponseFormat = Annotated[TextFormat | JsonObjectFormat | JsonSchemaFormat, Fie
 
 
 class _Common(_Strict):
-    """What chat and text completions share: the model, streaming, and SAMPLING-SPEC's knobs."""
+    """What chat and text completions share: the model, streaming, and the sampling knobs (docs/sampling.md)."""
 
     model: str
     stream: bool = False
@@ -191,19 +199,7 @@ class _Common(_Strict):
         """The request's SamplingParams (validated once more there; ParamError names the field)."""
         given = {
             name: getattr(self, name)
-            for name in (
-                "temperature",
-                "top_p",
-                "top_k",
-                "min_p",
-                "repetition_penalty",
-                "presence_penalty",
-                "frequency_penalty",
-                "logit_bias",
-                "seed",
-                "max_tokens",
-                "logprobs_mode",
-            )
+            for name in (*DISTRIBUTION_FIELDS, "seed", "max_tokens", "logprobs_mode")
             if getattr(self, name) is not None
         }
         if self.stop is not None:

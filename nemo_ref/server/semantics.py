@@ -34,7 +34,7 @@ import torch
 from ..sampling.engines import Engine as EngineEmulation
 from ..sampling.engines import get as get_engine
 from ..sampling.engines import names as engine_names
-from ..sampling.params import ParamError, SamplingParams
+from ..sampling.params import DISTRIBUTION_FIELDS, ParamError, SamplingParams
 from ..sampling.reference import SampleResult
 from ..sampling.rng import uniform
 
@@ -42,16 +42,7 @@ DEFAULT_SEMANTICS = "nemo_ref"
 
 # Sampling fields nemo_ref's protocol knows: under another semantics they belong to the engine
 # (validated by it, or rejected as unknown when it has no such field).
-NEMO_REF_SAMPLING_FIELDS = (
-    "temperature",
-    "top_p",
-    "top_k",
-    "min_p",
-    "repetition_penalty",
-    "presence_penalty",
-    "frequency_penalty",
-    "logit_bias",
-)
+NEMO_REF_SAMPLING_FIELDS = DISTRIBUTION_FIELDS
 
 # Emulations that only tests may serve (registered by the test suite, never by the CLI).
 _EXTRA: dict[str, EngineEmulation] = {}

@@ -1,4 +1,4 @@
-"""Server-sent events for ``stream: true`` (SERVING.md "Streaming").
+"""Server-sent events for ``stream: true`` (docs/serving.md "Streaming").
 
 Each event is ``data: <json>\\n\\n`` and the last one is ``data: [DONE]``. For chat:
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..params import ParamError
+from ..params import DISTRIBUTION_FIELDS, ParamError
 from . import get, names
 from .spec import NEUTRAL, Cited, EngineSpec, Field
 
@@ -221,18 +221,7 @@ def _number(x: float) -> str:
     return "2^31 - 1" if x == 2**31 - 1 else f"{x:g}"
 
 
-FIELDS = (
-    "temperature",
-    "top_p",
-    "top_k",
-    "min_p",
-    "repetition_penalty",
-    "presence_penalty",
-    "frequency_penalty",
-    "logit_bias",
-    "repeat_penalty",
-    "repeat_last_n",
-)
+FIELDS = (*DISTRIBUTION_FIELDS, "repeat_penalty", "repeat_last_n")
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:

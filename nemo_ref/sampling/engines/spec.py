@@ -21,22 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from ..params import ParamError
+from ..params import DISTRIBUTION_FIELDS, ParamError
 from ..reference import SamplingError
 from . import steps
 from .fields import Field, check_bias, check_number
 
-KNOBS = (
-    "temperature",
-    "top_p",
-    "top_k",
-    "min_p",
-    "repetition_penalty",
-    "presence_penalty",
-    "frequency_penalty",
-    "logit_bias",
-    "repeat_last_n",
-)
+KNOBS = (*DISTRIBUTION_FIELDS, "repeat_last_n")
 NEUTRAL: dict[str, Any] = {
     "temperature": 1.0,
     "top_p": 1.0,
