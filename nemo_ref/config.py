@@ -73,14 +73,6 @@ class ModelArgs:
     sliding_window: int | None = None
 
     def __post_init__(self) -> None:
-        if self.sliding_window is not None and (
-            isinstance(self.sliding_window, bool)
-            or not isinstance(self.sliding_window, int)
-            or self.sliding_window < 1
-        ):
-            raise ConfigError(
-                f"sliding_window must be a positive integer or None, got {self.sliding_window!r}"
-            )
         positive = ("dim", "n_layers", "head_dim", "hidden_dim", "n_heads", "n_kv_heads")
         for name in (*positive, "vocab_size", "max_seq_len"):
             value = getattr(self, name)
