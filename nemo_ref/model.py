@@ -160,8 +160,7 @@ class Attention(nn.Module):
         super().__init__()
         self.args = args
         self.backend = backend  # binds self._attend (the setter below)
-        # Head counts of this module (a tensor-parallel shard holds fewer than args says).
-        self.n_heads, self.n_kv_heads, self.head_dim = args.n_heads, args.n_kv_heads, args.head_dim
+        # `args` holds this module's own head counts: a tensor-parallel shard's are fewer (tp.py).
         hd = args.head_dim
         self.wq = nn.Linear(args.dim, args.n_heads * hd, bias=False, device=device, dtype=dtype)
         self.wk = nn.Linear(args.dim, args.n_kv_heads * hd, bias=False, device=device, dtype=dtype)
@@ -187,7 +186,7 @@ class Attention(nn.Module):
         self, x: torch.Tensor, p: Batch, cache: tuple[torch.Tensor, torch.Tensor] | None
     ) -> torch.Tensor:
         B, T, _ = x.shape  # x [B, T, 5120] for Nemo
-        H, Hkv, D = self.n_heads, self.n_kv_heads, self.head_dim  # 32, 8, 128 for Nemo
+        H, Hkv, D = self.args.n_heads, self.args.n_kv_heads, self.args.head_dim  # 32, 8, 128 for Nemo
         q = self.wq(x).view(B, T, H, D)
         k = self.wk(x).view(B, T, Hkv, D)
         v = self.wv(x).view(B, T, Hkv, D)

@@ -237,7 +237,6 @@ def parallelize(
     for layer in model.layers:
         attn, ffn = layer.attention, layer.feed_forward
         attn.args = local  # the heads this rank computes; the KV cache follows it
-        attn.n_heads, attn.n_kv_heads = local.n_heads, local.n_kv_heads  # what forward reshapes to
         for linear in (attn.wq, attn.wk, attn.wv, ffn.w1, ffn.w3):
             linear.out_features = linear.weight.shape[0]
         attn.wo = RowParallelLinear(attn.wo.weight, group)
