@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from machine_info import cpu_model
+from timing import timed
 
 from nemo_ref.sampling import ParamError, engines
 from nemo_ref.sampling.batched import SampleRow, distribution_batch
@@ -55,23 +55,6 @@ REQUESTS: dict[str, tuple[dict, SamplingParams]] = {
         ),
     ),
 }
-
-
-def summary(times: list[float]) -> dict[str, float]:
-    return {"median_ms": statistics.median(times), "min_ms": min(times), "repeat": len(times)}
-
-
-def timed(fns: dict[str, Callable[[], object]], repeat: int, warmup: int = 2) -> dict[str, dict]:
-    """Interleaved timings (ms): each repetition runs every function once, in turn, so that all of
-    them see the same load on a shared machine."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for i in range(warmup + repeat):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            if i >= warmup:
-                times[name].append((time.perf_counter() - start) * 1e3)
-    return {name: summary(t) for name, t in times.items()}
 
 
 def workload(seed: int = 0) -> tuple[np.ndarray, list[int], list[int]]:
@@ -112,7 +95,7 @@ def bench(setting: str, repeat: int) -> dict:
                 rejected.setdefault(name, []).append(f"{e.param}: {e.message}")
                 del mine[e.param]
         fns[name] = lambda engine=engine, mine=mine: engine.probabilities(z, mine, prompt, output)
-    results = timed(fns, repeat)
+    results = timed(fns, repeat, warmup=2)
     return {"setting": setting, "request": request, "timings": results, "rejected": rejected}
 
 

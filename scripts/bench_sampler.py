@@ -18,10 +18,8 @@ import dataclasses
 import json
 import os
 import platform
-import statistics
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -32,6 +30,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # the transformers chain lives with the
 
 from machine_info import cpu_model  # noqa: E402
 from test_sampling_oracle import hf_processors  # noqa: E402
+from timing import timed  # noqa: E402
 
 from nemo_ref.sampling import reference  # noqa: E402
 from nemo_ref.sampling.batched import SampleRow, sample_batch  # noqa: E402
@@ -44,23 +43,6 @@ EVERY_KNOB = SamplingParams(
     temperature=0.8, top_p=0.9, top_k=50, min_p=0.05, repetition_penalty=1.1,
     presence_penalty=0.3, frequency_penalty=0.2, logit_bias={11: -100, 1000: 5.0, 1234: 2.0},
 )  # fmt: skip
-
-
-def summary(times: list[float]) -> dict[str, float]:
-    return {"median_ms": statistics.median(times), "min_ms": min(times), "repeat": len(times)}
-
-
-def timed(fns: dict[str, Callable[[], object]], repeat: int, warmup: int = 3) -> dict[str, dict]:
-    """Interleaved timings (ms): each repetition runs every function once, in turn, so that all of
-    them see the same load on a shared machine."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for i in range(warmup + repeat):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            if i >= warmup:
-                times[name].append((time.perf_counter() - start) * 1e3)
-    return {name: summary(t) for name, t in times.items()}
 
 
 def workload(batch: int, seed: int = 0):
@@ -101,6 +83,7 @@ def bench(batch: int, repeat: int, reference_repeat: int) -> dict[str, object]:
             "nemo_ref_batched_with_raw_logprobs": lambda: sample_batch(logits, logprob_rows),
         },
         repeat,
+        warmup=3,
     )
 
     def reference_step() -> None:
