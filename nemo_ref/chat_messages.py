@@ -5,6 +5,10 @@ result to mistral-common, which owns every prompt format. What is decided here: 
 are accepted (content as a string or text parts, tool-call arguments as a JSON string or an object,
 `developer` as `system`), how client tool-call ids map to the 9 alphanumerics Mistral's formats
 require (`nemo_tool_call_id`), and the one error type, `ChatFormatError`, naming the request field.
+
+This module is the one home of the rules on tool definitions (`tool_functions`: the shape, the
+function-name rule, unique names) and on `tool_choice` (`tool_choice_mode`): the prompt encoder,
+the grammar builder (structured.py) and the server all call these two.
 mistral-common is imported inside the functions.
 """
 
@@ -13,24 +17,29 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
     "FUNCTION_NAME_RE",
     "TOOL_CALL_ID_PATTERN",
     "ChatFormatError",
+    "ToolFunction",
     "base62_tool_call_id",
     "convert_messages",
     "convert_tools",
     "nemo_tool_call_id",
     "short_error",
+    "tool_choice_mode",
+    "tool_functions",
 ]
 
 # Nemo's prompt format: a tool-call id is exactly 9 alphanumerics (mistral-common rejects others).
 TOOL_CALL_ID_LEN = 9
 TOOL_CALL_ID_PATTERN = rf"[a-zA-Z0-9]{{{TOOL_CALL_ID_LEN}}}"
 _NEMO_ID_RE = re.compile(TOOL_CALL_ID_PATTERN)
-FUNCTION_NAME_RE = re.compile(r"[a-zA-Z0-9_-]{1,64}")  # mistral-common's rule (structured.py too)
+FUNCTION_NAME_RE = re.compile(r"[a-zA-Z0-9_-]{1,64}")  # mistral-common's rule
 TOOL_CALL_ID_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
@@ -170,31 +179,99 @@ def convert_messages(messages: Any) -> list:
     return out
 
 
-def convert_tools(tools: Any) -> list:
-    from mistral_common.protocol.instruct.tool_calls import Function, Tool
+@dataclass(frozen=True)
+class ToolFunction:
+    """One checked tool definition. ``parameters`` is None when the tool declares none (OpenAI: a
+    function without arguments)."""
 
-    if not isinstance(tools, list):
+    name: str
+    description: str
+    parameters: dict | None
+
+
+def _shown(text: str) -> str:
+    return repr(text) if len(text) <= 70 else repr(text[:67]) + "..."
+
+
+def tool_functions(tools: Any) -> list[ToolFunction]:
+    """The tools' function definitions, checked: OpenAI's `[{"type": "function", "function":
+    {"name", "description", "parameters"}}]` (None: no tools).
+
+    Names follow mistral-common's rule (`FUNCTION_NAME_RE`) and are unique; `parameters` is an
+    object (a JSON schema) or absent; `description` a string or absent. Raises ChatFormatError
+    with param "tools", naming the tool by its index.
+    """
+    if tools is None:
+        return []
+    if not isinstance(tools, Sequence) or isinstance(tools, str | bytes):
         raise ChatFormatError("tools must be a list", "tools")
-    out = []
+    out: list[ToolFunction] = []
     for i, tool in enumerate(tools):
         where = f"tools[{i}]"
-        if not isinstance(tool, dict) or tool.get("type", "function") != "function":
+        if not isinstance(tool, Mapping) or tool.get("type", "function") != "function":
             raise ChatFormatError(f"{where}: only type 'function' tools are supported", "tools")
         fn = tool.get("function")
-        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+        if not isinstance(fn, Mapping) or not isinstance(fn.get("name"), str):
             raise ChatFormatError(f"{where}: function.name is required", "tools")
-        if not FUNCTION_NAME_RE.fullmatch(fn["name"]):
+        name = fn["name"]
+        if not FUNCTION_NAME_RE.fullmatch(name):
             raise ChatFormatError(
-                f"{where}: function name {fn['name']!r} must be 1-64 of a-z, A-Z, 0-9, _ and -",
-                "tools",
+                f"{where}: function.name {_shown(name)} must be 1-64 of a-z, A-Z, 0-9, _ and -", "tools"
             )
+        if any(f.name == name for f in out):
+            raise ChatFormatError(f"{where}: duplicate function name {name!r}", "tools")
         params = fn.get("parameters")
-        if params is None:
-            params = {}
-        if not isinstance(params, dict):
+        if params is not None and not isinstance(params, Mapping):
             raise ChatFormatError(f"{where}: function.parameters must be an object", "tools")
-        desc = fn.get("description") or ""
-        if not isinstance(desc, str):
+        desc = fn.get("description")
+        if desc is not None and not isinstance(desc, str):
             raise ChatFormatError(f"{where}: function.description must be a string", "tools")
-        out.append(Tool(function=Function(name=fn["name"], description=desc, parameters=params)))
+        out.append(ToolFunction(name, desc or "", None if params is None else dict(params)))
     return out
+
+
+def tool_choice_mode(tool_choice: Any, names: list[str]) -> tuple[str, str | None]:
+    """OpenAI's `tool_choice` checked against the tools' ``names`` -> (mode, forced name).
+
+    mode is "auto", "none" or "required" (Mistral's "any" is "required"); a named function
+    `{"type": "function", "function": {"name": N}}` is "required" with N forced. None means
+    "auto". "required" and a named function need tools. Raises ChatFormatError with param
+    "tool_choice".
+    """
+    if tool_choice is None:
+        tool_choice = "auto"
+    if isinstance(tool_choice, str):
+        if tool_choice not in ("auto", "none", "required", "any"):
+            raise ChatFormatError(
+                f"tool_choice must be 'auto', 'none', 'required', 'any' or a named function, "
+                f"got {_shown(tool_choice)}",
+                "tool_choice",
+            )
+        mode = "required" if tool_choice == "any" else tool_choice
+        if mode == "required" and not names:
+            raise ChatFormatError(f"tool_choice {tool_choice!r} needs at least one tool", "tool_choice")
+        return mode, None
+    if not isinstance(tool_choice, Mapping):
+        raise ChatFormatError("tool_choice must be a string or an object", "tool_choice")
+    fn = tool_choice.get("function")
+    name = fn.get("name") if isinstance(fn, Mapping) else None
+    if tool_choice.get("type", "function") != "function" or not isinstance(name, str):
+        raise ChatFormatError(
+            'a named tool_choice is {"type": "function", "function": {"name": ...}}', "tool_choice"
+        )
+    if name not in names:
+        raise ChatFormatError(
+            f"tool_choice names the function {_shown(name)}, which is not among the tools {names}",
+            "tool_choice",
+        )
+    return "required", name
+
+
+def convert_tools(tools: Any) -> list:
+    """OpenAI tools -> mistral-common `Tool`s (checked by `tool_functions`)."""
+    from mistral_common.protocol.instruct.tool_calls import Function, Tool
+
+    return [
+        Tool(function=Function(name=f.name, description=f.description, parameters=f.parameters or {}))
+        for f in tool_functions(tools)
+    ]

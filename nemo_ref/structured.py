@@ -51,11 +51,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .chat_messages import (
-    FUNCTION_NAME_RE,
     TOOL_CALL_ID_ALPHABET,
     TOOL_CALL_ID_LEN,
     TOOL_CALL_ID_PATTERN,
+    ChatFormatError,
     base62_tool_call_id,
+    tool_choice_mode,
+    tool_functions,
 )
 from .constraint import BoundedLRU, Constraint, GrammarError, _first_line, _llg
 from .sequence import tool_calls_id
@@ -200,57 +202,17 @@ def json_grammar(response_format: dict | None) -> str | None:
     return f"start: {embed}\n"
 
 
-def _normalize_choice(tool_choice: Any, names: list[str]) -> tuple[str, str | None]:
-    """-> (mode, forced name): mode in auto | none | required."""
-    if tool_choice is None:
-        tool_choice = "auto"
-    if isinstance(tool_choice, str):
-        if tool_choice in ("auto", "none", "required"):
-            return tool_choice, None
-        if tool_choice == "any":  # Mistral's name for "required"
-            return "required", None
-        raise GrammarError(
-            f"tool_choice must be 'auto', 'none', 'required', 'any' or a named function, got {tool_choice!r}",
-            "tool_choice",
-        )
-    if isinstance(tool_choice, Mapping):
-        fn = tool_choice.get("function")
-        name = fn.get("name") if isinstance(fn, Mapping) else None
-        if tool_choice.get("type", "function") != "function" or not isinstance(name, str):
-            raise GrammarError(
-                'a named tool_choice is {"type": "function", "function": {"name": ...}}',
-                "tool_choice",
-            )
-        if name not in names:
-            raise GrammarError(
-                f"tool_choice names {name!r}, which is not among the tools {names}", "tool_choice"
-            )
-        return "required", name
-    raise GrammarError("tool_choice must be a string or an object", "tool_choice")
-
-
-def _tool_functions(tools: Any) -> list[tuple[str, dict]]:
-    if tools is None:
-        return []
-    if not isinstance(tools, Sequence) or isinstance(tools, str | bytes):
-        raise GrammarError("tools must be a list", "tools")
-    out: list[tuple[str, dict]] = []
-    for i, tool in enumerate(tools):
-        if not isinstance(tool, Mapping) or tool.get("type", "function") != "function":
-            raise GrammarError(f"tools[{i}]: only type 'function' tools are supported", "tools")
-        fn = tool.get("function")
-        name = fn.get("name") if isinstance(fn, Mapping) else None
-        if not isinstance(name, str) or not FUNCTION_NAME_RE.fullmatch(name):
-            raise GrammarError(f"tools[{i}]: function.name must be 1-64 of a-z, A-Z, 0-9, _ and -", "tools")
-        if any(name == n for n, _ in out):
-            raise GrammarError(f"tools[{i}]: duplicate function name {name!r}", "tools")
-        params = fn.get("parameters")
-        if params is None:  # OpenAI: no parameters = a function without arguments
-            params = {"type": "object", "properties": {}, "additionalProperties": False}
-        if not isinstance(params, Mapping):
-            raise GrammarError(f"tools[{i}]: function.parameters must be an object", "tools")
-        out.append((name, dict(params)))
-    return out
+def _tool_functions(tools: Any, tool_choice: Any) -> tuple[list[tuple[str, dict]], str, str | None]:
+    """-> ([(name, parameters schema)], mode, forced name), checked by the rules' one home
+    (chat_messages.tool_functions / tool_choice_mode), their errors as GrammarErrors."""
+    try:
+        functions = tool_functions(tools)
+        mode, only = tool_choice_mode(tool_choice, [f.name for f in functions])
+    except ChatFormatError as e:
+        raise GrammarError(str(e), e.param) from None
+    # OpenAI: no parameters = a function without arguments
+    no_args = {"type": "object", "properties": {}, "additionalProperties": False}
+    return [(f.name, f.parameters or no_args) for f in functions], mode, only
 
 
 def _calls_rules(functions: list[tuple[str, dict]], parallel: bool) -> list[str]:
@@ -289,13 +251,9 @@ def grammar_for_request(
     """
     if not isinstance(parallel_tool_calls, bool):
         raise GrammarError("parallel_tool_calls must be a boolean", "parallel_tool_calls")
-    functions = _tool_functions(tools)
-    names = [n for n, _ in functions]
-    mode, only = _normalize_choice(tool_choice, names)
+    functions, mode, only = _tool_functions(tools, tool_choice)
     schema = _response_schema(response_format)
-    if not functions:
-        if mode != "auto" and mode != "none":
-            raise GrammarError(f"tool_choice {tool_choice!r} needs tools", "tool_choice")
+    if not functions:  # (tool_choice_mode refused required / named without tools)
         return json_grammar(response_format)
     if only is not None:
         functions = [(n, p) for n, p in functions if n == only]

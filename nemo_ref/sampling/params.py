@@ -19,6 +19,11 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 MAX_STOP = 4
 MAX_TOP_LOGPROBS = 20
 MAX_N = 128
+# The largest token id a logit_bias key may name before the vocabulary is known (check_vocab then
+# bounds it by the model's): int32, what every engine stores ids in. It also bounds the digits a
+# key may have, so that int() never meets a 5,000-digit string (Python refuses 4,300+).
+MAX_TOKEN_ID = 2**31 - 1
+MAX_TOKEN_ID_DIGITS = len(str(MAX_TOKEN_ID))
 LOGPROBS_MODES = ("raw", "processed")
 # The request fields that shape the distribution (S0..S8's knobs): the one list that compare, the
 # engines' emulations and the server's --semantics start from.
@@ -32,7 +37,7 @@ DISTRIBUTION_FIELDS = (
     "frequency_penalty",
     "logit_bias",
 )
-_INT_STRING = re.compile(r"[+-]?\d+")
+_DIGITS = re.compile(r"[0-9]+")  # ASCII only: r"\d" would take "١" (an Arabic-Indic one)
 
 
 class ParamError(ValueError):
@@ -81,20 +86,36 @@ def _optional_int(name: str, value: Any, lo: int, hi: int | None, valid: str) ->
     return None if value is None else _integer(name, value, lo, hi, valid)
 
 
+def _token_id(key: Any) -> int | None:
+    """A logit_bias key as a token id, or None: an int, or a string of ASCII digits (JSON object
+    keys are strings; surrounding whitespace is forgiven), in [0, MAX_TOKEN_ID]."""
+    if _is_int(key):
+        token = int(key)
+    elif (
+        isinstance(key, str)
+        and len(digits := key.strip()) <= MAX_TOKEN_ID_DIGITS
+        and _DIGITS.fullmatch(digits)
+    ):
+        token = int(digits)
+    else:
+        return None
+    return token if 0 <= token <= MAX_TOKEN_ID else None
+
+
 def _logit_bias(value: Any) -> dict[int, float]:
     """{token id: bias}; JSON objects only have string keys, so "42" is accepted as 42."""
-    valid = "a mapping of token ids (ints >= 0, or strings of them) to numbers in [-100, 100]"
+    valid = (
+        "a mapping of token ids (integers in [0, 2**31 - 1], or strings of their ASCII digits) "
+        "to numbers in [-100, 100]"
+    )
     if value is None:
         return {}
     if not isinstance(value, Mapping):
         raise _fail("logit_bias", valid, value)
     out: dict[int, float] = {}
     for key, bias in value.items():
-        if _is_int(key) or (isinstance(key, str) and _INT_STRING.fullmatch(key.strip())):
-            token = int(key)
-        else:
-            raise _fail("logit_bias", valid, {key: bias})
-        if token < 0:
+        token = _token_id(key)
+        if token is None:
             raise _fail("logit_bias", valid, {key: bias})
         if token in out:
             raise ParamError("logit_bias", f"logit_bias lists token {token} twice")

@@ -263,22 +263,6 @@ def request_grammar(
         raise _blame(e, "tools" if tools else "response_format") from e
 
 
-def check_tool_choice(tools: list[dict] | None, tool_choice: Any) -> None:
-    """tool_choice names a tool that exists; required/any/named need tools (even unenforced)."""
-    names = [t["function"]["name"] for t in tools or []]
-    if isinstance(tool_choice, dict):
-        name = tool_choice["function"]["name"]
-        if name not in names:
-            raise APIError(
-                f"tool_choice names the function {name!r}, which is not among the tools {names}",
-                "tool_choice",
-            )
-    elif tool_choice in ("required", "any") and not names:
-        raise APIError(f"tool_choice {tool_choice!r} needs at least one tool", "tool_choice")
-    if len(set(names)) != len(names):
-        raise APIError(f"tools: duplicate function names in {names}", "tools")
-
-
 # ---- what a finished choice says ----------------------------------------------------------------
 
 

@@ -6,7 +6,7 @@ Every input is bounded before work proportional to it starts (docs/serving.md "L
   before a byte is read), read within ``body_timeout_s`` (408), then handed to the app whole. A
   client that goes away while uploading is logged as one line, never as an internal error;
 - caps checked by the request models (protocol.py): ``MAX_TOOLS`` tools, ``MAX_LOGIT_BIAS``
-  logit_bias entries with keys of at most ``MAX_TOKEN_ID_DIGITS`` ASCII digits, stop strings of at
+  logit_bias entries (a key is at most 10 ASCII digits: SamplingParams' rule), stop strings of at
   most ``MAX_STOP_CHARS`` characters, at most ``MAX_DETOKENIZE_IDS`` ids to /detokenize;
 - prompts are length-checked before tokenising (``prompt_chars_cap``): no token is longer than
   the tokenizer's longest piece, so more characters than that times the context cannot fit;
@@ -31,7 +31,6 @@ log = logging.getLogger("nemo_ref.server")
 
 MAX_TOOLS = 128  # OpenAI's own cap
 MAX_LOGIT_BIAS = 1024  # entries
-MAX_TOKEN_ID_DIGITS = 9  # a logit_bias key: ASCII digits only (Python's int() takes 4,300)
 MAX_STOP_CHARS = 256  # per stop string (the hold-back check scans each stop per token)
 MAX_DETOKENIZE_IDS = 262_144
 

@@ -2,8 +2,9 @@
 
 Requests are validated by pydantic in strict JSON mode: a number where a number is expected (an int
 is accepted for a float), never a string of one; booleans are not integers; NaN and infinity are
-rejected; every range is docs/sampling.md's table (the OpenAI ranges). ``SamplingParams`` validates the
-sampling fields once more when the server builds it, so the two can never disagree silently.
+rejected. The sampling fields' ranges (docs/sampling.md's table, the OpenAI ranges) have one home,
+``SamplingParams``: the server builds one from the request, and its ``ParamError`` becomes the 400
+naming the field. What this module adds are the server's caps on sizes (limits.py).
 
 Unknown fields are rejected (OpenAI's own "Unrecognized request argument"), except these harmless
 ones, accepted and ignored: ``user``, ``safety_identifier``, ``prompt_cache_key``, ``metadata``,
@@ -33,16 +34,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from ..sampling.params import (
-    DISTRIBUTION_FIELDS,
-    INT64_MAX,
-    INT64_MIN,
-    MAX_N,
-    MAX_STOP,
-    MAX_TOP_LOGPROBS,
-    SamplingParams,
-)
-from .limits import MAX_DETOKENIZE_IDS, MAX_LOGIT_BIAS, MAX_STOP_CHARS, MAX_TOKEN_ID_DIGITS, MAX_TOOLS
+from ..sampling.params import DISTRIBUTION_FIELDS, ParamError, SamplingParams
+from .limits import MAX_DETOKENIZE_IDS, MAX_LOGIT_BIAS, MAX_STOP_CHARS, MAX_TOOLS
 
 __all__ = [
     "ChatCompletionRequest",
@@ -79,36 +72,27 @@ def _unsupported(*allowed: Any):
 
 
 def _check_stop(value: Any) -> Any:
-    def ok(s: Any) -> bool:
-        return isinstance(s, str) and 0 < len(s) <= MAX_STOP_CHARS
-
-    if value is None or ok(value):
-        return value
-    if isinstance(value, list) and len(value) <= MAX_STOP and all(ok(s) for s in value):
-        return value
-    raise ValueError(
-        f"must be a non-empty string or a list of at most {MAX_STOP} non-empty strings, "
-        f"each at most {MAX_STOP_CHARS} characters"
-    )
+    """The server's cap on a stop string's length (what a stop may be: SamplingParams)."""
+    items = value if isinstance(value, list) else [value]
+    if any(isinstance(s, str) and len(s) > MAX_STOP_CHARS for s in items):
+        raise ValueError(f"each stop string may have at most {MAX_STOP_CHARS} characters")
+    return value
 
 
 def _check_logit_bias(value: Any) -> Any:
-    """Keys are token ids in ASCII digits, short (int() of 4,300+ digits raises; "١" is a
-    digit to int()); at most MAX_LOGIT_BIAS entries. Values are checked by the field type."""
+    """The server's cap on entries, and keys as JSON writes a token id: its digits, nothing
+    around them (what a key and a bias may be: SamplingParams, which forgives spaces)."""
     if isinstance(value, dict):
         if len(value) > MAX_LOGIT_BIAS:
             raise ValueError(f"at most {MAX_LOGIT_BIAS} entries are accepted (got {len(value)})")
         for key in value:
-            if not (0 < len(key) <= MAX_TOKEN_ID_DIGITS and key.isascii() and key.isdigit()):
-                raise ValueError(
-                    f"keys must be token ids written in ASCII digits (at most {MAX_TOKEN_ID_DIGITS}); "
-                    f"got {key[:20]!r}{'...' if len(key) > 20 else ''}"
-                )
+            if key != key.strip():
+                raise ValueError(f"keys must be token ids written in ASCII digits; got {key[:20]!r}")
     return value
 
 
 Stop = Annotated[str | list[str], BeforeValidator(_check_stop)]
-LogitBias = Annotated[dict[str, Annotated[float, Field(ge=-100, le=100)]], AfterValidator(_check_logit_bias)]
+LogitBias = Annotated[dict[str, float], AfterValidator(_check_logit_bias)]
 
 
 class StreamOptions(_Strict):
@@ -169,19 +153,19 @@ class _Common(_Strict):
     model: str
     stream: bool = False
     stream_options: StreamOptions | None = None
-    n: int = Field(default=1, ge=1, le=MAX_N)
-
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, ge=0, le=1)
-    top_k: int | None = Field(default=None, ge=-1)
-    min_p: float | None = Field(default=None, ge=0, le=1)
-    repetition_penalty: float | None = Field(default=None, gt=0, le=2)
-    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
-    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    # Sampling: typed here, ranges checked by SamplingParams (sampling_params below).
+    n: int = 1
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    repetition_penalty: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
     logit_bias: LogitBias | None = None
-    seed: int | None = Field(default=None, ge=INT64_MIN, le=INT64_MAX)
+    seed: int | None = None
     stop: Stop | None = None
-    max_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = None
     logprobs_mode: Literal["raw", "processed"] | None = None
 
     # Harmless OpenAI fields: accepted, ignored.
@@ -196,7 +180,7 @@ class _Common(_Strict):
         return bool(self.stream_options and self.stream_options.include_usage)
 
     def sampling_params(self, *, logprobs: bool, top_logprobs: int, max_completion_tokens: int | None):
-        """The request's SamplingParams (validated once more there; ParamError names the field)."""
+        """The request's SamplingParams: its ranges are checked there (ParamError names the field)."""
         given = {
             name: getattr(self, name)
             for name in (*DISTRIBUTION_FIELDS, "seed", "max_tokens", "logprobs_mode")
@@ -218,9 +202,9 @@ class ChatCompletionRequest(_Common):
 
     # Checked by the tokenizer (roles, content parts, tool calls), which names the bad message.
     messages: Annotated[list[dict[str, Any]], Field(min_length=1)]
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = None
     logprobs: bool | None = None
-    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
+    top_logprobs: int | None = None
     response_format: ResponseFormat | None = None
     structured_outputs: bool | None = None
     tools: Annotated[list[ToolDef], Field(max_length=MAX_TOOLS)] | None = None
@@ -274,17 +258,22 @@ class CompletionRequest(_Common):
 
     prompt: Annotated[str | Annotated[list[int], Field(min_length=1)], BeforeValidator(_single_prompt)]
     # The legacy API's logprobs is the number of top alternatives (0 = the sampled token only).
-    logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
+    logprobs: int | None = None
     echo: _unsupported(None, False)
     best_of: _unsupported(None, 1)
     suffix: _unsupported(None)
 
     def params(self) -> SamplingParams:
-        return self.sampling_params(
-            logprobs=self.logprobs is not None,
-            top_logprobs=self.logprobs or 0,
-            max_completion_tokens=None,
-        )
+        try:
+            return self.sampling_params(
+                logprobs=self.logprobs is not None,
+                top_logprobs=self.logprobs or 0,
+                max_completion_tokens=None,
+            )
+        except ParamError as e:  # the legacy logprobs is the core's top_logprobs, renamed
+            if e.param != "top_logprobs":
+                raise
+            raise ParamError("logprobs", e.message.replace("top_logprobs", "logprobs")) from None
 
 
 class TokenizeRequest(_Strict):
