@@ -62,22 +62,31 @@ class Completion:
         return self.choices[0].logprobs
 
 
-def _engine_for(model: Any, seqs: list[Sequence], sampler: str | None) -> Engine:
-    need = len(seqs[0].prompt) + seqs[0].max_new_tokens
-    return Engine(model, max_batch=len(seqs), max_len=need, sampler=sampler)
-
-
-def _prepare(model, tokenizer, prompt, params, tools, constraint_factory):
+def _start(
+    model: Any,
+    tokenizer: Any,
+    prompt: Prompt,
+    params: SamplingParams | None,
+    tools: list[dict] | None = None,
+    constraint_factory: Callable[[], Any] | None = None,
+    sampler: str | None = None,
+    on_delta: Callable[[Delta], None] | None = None,
+) -> tuple[Engine, Request, list[int], int]:
+    """Resolve the prompt, check the request, and submit its choices to an engine of their size.
+    Returns (engine, request, prompt ids, seed)."""
     params = params or SamplingParams()
     prompt_ids = encode_prompt(tokenizer, prompt, tools)
     seed, seqs = make_sequences(tokenizer, prompt_ids, params, model.args.max_positions, constraint_factory)
-    return prompt_ids, seed, seqs
+    need = len(prompt_ids) + seqs[0].max_new_tokens
+    engine = Engine(model, max_batch=len(seqs), max_len=need, sampler=sampler)
+    return engine, engine.submit(Request(seqs, on_delta=on_delta)), prompt_ids, seed
 
 
-def _run(engine: Engine, request: Request) -> None:
-    engine.submit(request)
+def _steps(engine: Engine, request: Request) -> Iterator[None]:
+    """Step the engine until the request has finished; re-raise the error that failed it."""
     while not request.finished:
         engine.step()
+        yield
     if request.error is not None:
         raise request.error
 
@@ -113,32 +122,24 @@ def generate(
     ``is_done()``), e.g. a ``nemo_ref.structured.Constraint``. ``sampler``: "torch" or "triton";
     by default the Triton kernel on a CUDA model, the torch sampler elsewhere.
     """
-    prompt_ids, seed, seqs = _prepare(model, tokenizer, prompt, params, tools, constraint_factory)
-    _run(_engine_for(model, seqs, sampler), Request(seqs))
-    return completion_of(seqs, prompt_ids, seed)
+    engine, request, prompt_ids, seed = _start(
+        model, tokenizer, prompt, params, tools, constraint_factory, sampler
+    )
+    for _ in _steps(engine, request):
+        pass
+    return completion_of(request.sequences, prompt_ids, seed)
 
 
 def stream(
-    model: Any,
-    tokenizer: Any,
-    prompt: Prompt,
-    params: SamplingParams | None = None,
-    *,
-    tools: list[dict] | None = None,
-    constraint_factory: Callable[[], Any] | None = None,
-    sampler: str | None = None,
+    model: Any, tokenizer: Any, prompt: Prompt, params: SamplingParams | None = None, **options: Any
 ) -> Iterator[Delta]:
     """Yield each choice's Deltas as they are produced (UTF-8-safe, stop prefixes held back).
 
-    The last Delta of each choice carries its ``finish_reason``.
+    The arguments are ``generate()``'s (``options``: ``tools``, ``constraint_factory``,
+    ``sampler``). The last Delta of each choice carries its ``finish_reason``.
     """
-    _ids, _seed, seqs = _prepare(model, tokenizer, prompt, params, tools, constraint_factory)
-    engine = _engine_for(model, seqs, sampler)
     out: list[Delta] = []
-    request = engine.submit(Request(seqs, on_delta=out.append))
-    while not request.finished:
-        engine.step()
+    engine, request, _ids, _seed = _start(model, tokenizer, prompt, params, on_delta=out.append, **options)
+    for _ in _steps(engine, request):
         yield from out
         out.clear()
-    if request.error is not None:
-        raise request.error
