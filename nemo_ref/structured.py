@@ -212,7 +212,7 @@ def _tool_functions(tools: Any, tool_choice: Any) -> tuple[list[tuple[str, dict]
         raise GrammarError(str(e), e.param) from None
     # OpenAI: no parameters = a function without arguments
     no_args = {"type": "object", "properties": {}, "additionalProperties": False}
-    return [(f.name, f.parameters or no_args) for f in functions], mode, only
+    return [(f.name, no_args if f.parameters is None else f.parameters) for f in functions], mode, only
 
 
 def _calls_rules(functions: list[tuple[str, dict]], parallel: bool) -> list[str]:

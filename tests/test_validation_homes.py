@@ -108,6 +108,24 @@ def test_a_bad_tool_choice_gets_one_message_from_every_path(choice, names, messa
         assert str(err.value).startswith(message) and err.value.param == "tool_choice"
 
 
+def test_an_empty_parameters_schema_is_kept_and_no_parameters_means_no_arguments():
+    pytest.importorskip("llguidance")
+    from nemo_ref.structured import grammar_for_request
+
+    def tool(**fn):
+        return [{"type": "function", "function": {"name": "f", **fn}}]
+
+    assert tool_functions(tool(parameters={}))[0].parameters == {}
+    assert tool_functions(tool())[0].parameters is None
+    no_args = {"type": "object", "properties": {}, "additionalProperties": False}
+    assert grammar_for_request(None, tool(), "required") == grammar_for_request(
+        None, tool(parameters=no_args), "required"
+    )
+    assert grammar_for_request(None, tool(parameters={}), "required") != grammar_for_request(
+        None, tool(), "required"
+    )
+
+
 def test_tool_choice_modes():
     assert tool_choice_mode(None, []) == ("auto", None)
     assert tool_choice_mode("none", []) == ("none", None)
