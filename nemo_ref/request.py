@@ -27,6 +27,13 @@ def encode_prompt(tokenizer: Any, prompt: Prompt, tools: list[dict] | None = Non
     raise ParamError("prompt", "prompt must be token ids, a string, or a list of chat messages")
 
 
+def check_token_ids(ids: list[int], vocab: int, param: str) -> None:
+    """Ids a client sent (a prompt, ids to decode) lie in [0, vocab): ParamError naming ``param``."""
+    bad = [t for t in ids if not 0 <= t < vocab]
+    if bad:
+        raise ParamError(param, f"token ids must lie in [0, {vocab}); got {bad[:5]}")
+
+
 def make_sequences(
     tokenizer: Any,
     prompt_ids: list[int],
@@ -35,11 +42,8 @@ def make_sequences(
     constraint_factory: Callable[[], Any] | None = None,
 ) -> tuple[int, list[Sequence]]:
     """Validate the request against the context and build its choices. Returns (seed, sequences)."""
-    vocab = tokenizer.vocab_size
-    params.check_vocab(vocab)
-    bad = [t for t in prompt_ids if not 0 <= t < vocab]
-    if bad:
-        raise ParamError("prompt", f"token ids must lie in [0, {vocab}); got {bad[:5]}")
+    params.check_vocab(tokenizer.vocab_size)
+    check_token_ids(prompt_ids, tokenizer.vocab_size, "prompt")
     if len(prompt_ids) >= context:
         raise ParamError("prompt", f"the prompt has {len(prompt_ids)} tokens; the context holds {context}")
     max_new = params.max_new_tokens

@@ -11,8 +11,6 @@ The expected texts (field names, ranges) are written here by hand.
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 import torch
 
@@ -22,9 +20,7 @@ from nemo_ref.model import Transformer
 from nemo_ref.sampling.params import ParamError, SamplingParams
 
 pytest.importorskip("fastapi")
-from nemo_ref.server import protocol as P
-from nemo_ref.server.jobs import APIError
-from nemo_ref.server.state import ServerState, served_context
+from nemo_ref.server.state import served_context
 
 # ---- logit_bias keys: bounded before int() ----------------------------------------------------
 
@@ -148,48 +144,65 @@ def tok():
 
 
 @pytest.fixture(scope="module")
-def state(tok):
+def client(tok):
+    """The app around a tiny YaRN-scaled model: trained on 64 positions, scaled 4x."""
     pytest.importorskip("llguidance")
+    from fastapi.testclient import TestClient
+
+    from nemo_ref.server.app import create_app
+
     rope = RopeScaling(rope_type="yarn", factor=FACTOR, original_max_position_embeddings=ORIGINAL)
     args = ModelArgs.preset("nemo-tiny").replace(max_seq_len=ORIGINAL, rope_scaling=rope)
     model = Transformer(args, attn_backend="sdpa", dtype=torch.float32).init_random(0)
-    s = ServerState(model_name="m", max_batch=2, max_model_len=None, sampler="torch")
-    s.install(model, tok)
-    yield s
-    s.close()
+    with TestClient(create_app(model, tok, model_name="m", max_batch=2, sampler="torch")) as c:
+        yield c
 
 
-def _chat(**kw) -> P.ChatCompletionRequest:
-    return P.ChatCompletionRequest(model="m", messages=[{"role": "user", "content": "hi"}], **kw)
+def _error(r, param: str) -> str:
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == param and err["type"] == "invalid_request_error", err
+    return err["message"]
+
+
+def _chat(client, **kw):
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, **kw}
+    return client.post("/v1/chat/completions", json=body)
 
 
 @pytest.mark.parametrize(
     "field, value",
     [("temperature", 3.5), ("top_p", -0.5), ("top_k", -2), ("n", 0), ("seed", 2**63), ("max_tokens", 0)],
 )
-def test_the_servers_sampling_errors_are_sampling_params_errors(state, field, value):
+def test_the_servers_sampling_errors_are_sampling_params_errors(client, field, value):
     with pytest.raises(ParamError) as core:
         SamplingParams(**{field: value})
-    with pytest.raises(APIError) as wire:
-        state.chat_job(_chat(**{field: value}))
-    assert (wire.value.message, wire.value.param) == (str(core.value), field)
+    assert _error(_chat(client, **{field: value}), field) == str(core.value)
 
 
-def test_completions_logprobs_is_named_as_the_client_wrote_it(state):
-    body = P.CompletionRequest(model="m", prompt="hi", logprobs=21)
-    with pytest.raises(APIError) as e:
-        state.completion_job(body)
-    assert e.value.param == "logprobs" and "logprobs must be an integer in [0, 20]" in e.value.message
+def test_a_5000_digit_logit_bias_key_is_a_400_naming_the_id_range(client):
+    message = _error(_chat(client, logit_bias={"1" * 5000: 1}), "logit_bias")
+    assert "[0, 2**31 - 1]" in message and len(message) < 300
 
 
-def test_the_servers_tool_errors_are_the_homes(state):
+def test_completions_logprobs_is_named_as_the_client_wrote_it(client):
+    r = client.post("/v1/completions", json={"model": "m", "prompt": "hi", "logprobs": 21})
+    assert "logprobs must be an integer in [0, 20]" in _error(r, "logprobs")
+
+
+def test_the_servers_tool_errors_are_the_homes(client):
     tools = [{"type": "function", "function": {"name": "f"}}] * 2
-    with pytest.raises(APIError) as e:
-        state.chat_job(_chat(tools=tools))
-    assert (e.value.message, e.value.param) == ("tools[1]: duplicate function name 'f'", "tools")
-    with pytest.raises(APIError) as e:  # checked even when no grammar would enforce the tools
-        state.chat_job(_chat(tool_choice="required", structured_outputs=False))
-    assert e.value.param == "tool_choice" and "needs at least one tool" in e.value.message
+    assert _error(_chat(client, tools=tools), "tools") == "tools[1]: duplicate function name 'f'"
+    # checked even when no grammar would enforce the tools
+    message = _error(_chat(client, tool_choice="required", structured_outputs=False), "tool_choice")
+    assert message == "tool_choice 'required' needs at least one tool"
+
+
+def test_detokenize_and_prompt_ids_share_the_id_rule(client):
+    r = client.post("/detokenize", json={"tokens": [1, 131072]})
+    assert _error(r, "tokens") == "token ids must lie in [0, 131072); got [131072]"
+    r = client.post("/v1/completions", json={"model": "m", "prompt": [1, 131072], "max_tokens": 1})
+    assert _error(r, "prompt") == "token ids must lie in [0, 131072); got [131072]"
 
 
 def test_served_context_is_max_positions_capped_by_max_model_len():
@@ -202,17 +215,11 @@ def test_served_context_is_max_positions_capped_by_max_model_len():
     assert served_context(plain, None) == 64 and served_context(plain, 10_000) == 64
 
 
-def test_the_server_runs_past_the_trained_context_with_a_rope_scaling(state):
-    assert state.engine.max_len == 256 and state.model.args.max_seq_len == ORIGINAL
+def test_the_server_runs_past_the_trained_context_with_a_rope_scaling(client):
+    assert client.get("/health").json()["max_model_len"] == 256  # 4 x the trained 64
     prompt = list(range(1000, 1200))  # 200 tokens: past max_seq_len, inside max_positions
-    job = state.completion_job(P.CompletionRequest(model="m", prompt=prompt, max_tokens=4, seed=1))
-
-    async def run() -> bool:
-        job.submit()
-        return await job.run()
-
-    assert asyncio.run(run())
-    assert len(job.seqs[0].output) == 4
-    with pytest.raises(APIError) as e:  # 256 is the limit
-        state.completion_job(P.CompletionRequest(model="m", prompt=list(range(1000, 1256))))
-    assert e.value.param == "prompt" and "256" in e.value.message
+    r = client.post("/v1/completions", json={"model": "m", "prompt": prompt, "max_tokens": 4, "seed": 1})
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"] == {"prompt_tokens": 200, "completion_tokens": 4, "total_tokens": 204}
+    r = client.post("/v1/completions", json={"model": "m", "prompt": list(range(1000, 1256))})
+    assert "256" in _error(r, "prompt")  # 256 is the limit

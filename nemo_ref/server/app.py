@@ -36,6 +36,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
+from ..chat_messages import ChatFormatError
+from ..request import check_token_ids
 from ..sampling.params import ParamError
 from . import protocol as P
 from .jobs import APIError, Job, JobFailed, engine_alive
@@ -161,6 +163,11 @@ def create_app(
         type_ = "invalid_request_error" if e.status < 500 else "service_unavailable"
         return JSONResponse(P.error_body(e.message, e.param, type_), status_code=e.status, headers=e.headers)
 
+    @app.exception_handler(ParamError)
+    @app.exception_handler(ChatFormatError)
+    async def _bad_field(_: HTTPRequest, e: ParamError | ChatFormatError):  # the rule's home named it
+        return JSONResponse(P.error_body(str(e), e.param), status_code=400)
+
     @app.exception_handler(HTTPException)
     async def _http_error(http: HTTPRequest, e: HTTPException):
         message = f"Invalid URL ({http.method} {http.url.path})" if e.status_code == 404 else str(e.detail)
@@ -248,10 +255,7 @@ def create_app(
         s = state.ready()
         raw, engine_request = await http.body(), None
         if s.semantics is not None:  # the emulated engine owns (and validates) the sampling fields
-            try:
-                raw, engine_request = s.semantics.split(raw)
-            except ParamError as e:
-                raise APIError(str(e), e.param) from e
+            raw, engine_request = s.semantics.split(raw)
         body = await _parse(request_model, raw)
         s.check_model(body.model)
         if body.stream_options is not None and not body.stream:
@@ -295,12 +299,9 @@ def create_app(
         s = state.ready()
         body = await _parse(P.DetokenizeRequest, await http.body())
         s.check_model(body.model)
-        vocab = s.tokenizer.vocab_size
 
         def decode() -> str:
-            bad = [t for t in body.tokens if not 0 <= t < vocab]
-            if bad:
-                raise APIError(f"token ids must lie in [0, {vocab}); got {bad[:5]}", "tokens")
+            check_token_ids(body.tokens, s.tokenizer.vocab_size, "tokens")
             return s.tokenizer.decode(body.tokens)
 
         return {"prompt": await run_in_threadpool(decode)}

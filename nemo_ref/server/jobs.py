@@ -1,9 +1,9 @@
 """The bridge between async HTTP handlers and the engine's thread, and what a finished choice means.
 
 One ``Engine`` serves the whole app from its own thread (continuous batching: every running
-sequence advances one token per step). A handler turns its HTTP request into a ``Job``: the prompt
-is encoded, the parameters and grammar are checked (every problem is an ``APIError`` naming the
-field), and the choices are built as engine ``Sequence``s. ``Job.submit`` hands them to the
+sequence advances one token per step). A handler turns its HTTP request into a ``Job`` (state.py):
+the prompt is encoded, the parameters and grammar are checked (every problem is a 400 naming the
+field), and the choices are built as engine ``Sequence``s (``build_job``). ``Job.submit`` hands them to the
 engine; the engine calls ``on_delta`` from its thread for every token, and the job forwards each
 Delta to the handler's asyncio queue with ``loop.call_soon_threadsafe``. ``Job.events()`` yields
 them in order until every choice has finished; leaving it early (the client went away, or the

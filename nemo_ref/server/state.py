@@ -6,8 +6,9 @@ positions per row) is the model's ``max_positions`` (longer than the trained ``m
 when a RoPE scaling extends it: that is what the scaling is for), capped by ``max_model_len``
 (``--max-model-len``), which sizes the KV cache. ``chat_job`` / ``completion_job`` check a request
 (every rule in its one home: SamplingParams for the sampling ranges, chat_messages.py for tools and
-tool_choice, structured.py for grammars; each error becomes a 400 naming the field) and build its
-job; they run in a worker thread, since tokenising and compiling a grammar take time.
+tool_choice, structured.py for grammars) and build its job: a bad field raises that home's error
+(``ParamError``, ``ChatFormatError``) or an ``APIError``, each a 400 naming the field (app.py's
+error handlers). They run in a worker thread, since tokenising and compiling a grammar take time.
 """
 
 from __future__ import annotations
@@ -18,9 +19,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from ..chat_messages import ChatFormatError, tool_choice_mode, tool_functions
+from ..chat_messages import tool_choice_mode, tool_functions
 from ..engine import Engine
-from ..sampling.params import ParamError
 from . import protocol as P
 from .jobs import APIError, Job, build_job, request_grammar
 from .limits import Limits, prompt_chars_cap, text_chars
@@ -152,22 +152,19 @@ class ServerState:
             )
 
     def chat_job(self, body: P.ChatCompletionRequest) -> Job:
-        try:
-            params = body.params()
-            self._check_n(params.n)
-            tools = body.tools_json()
-            choice = body.tool_choice_json()
-            # even when no grammar enforces them (structured_outputs false)
-            tool_choice_mode(choice, [f.name for f in tool_functions(tools)])
-            self.check_prompt_chars(text_chars(body.messages), "messages")
-            grammar = None  # first: it checks the schemas of tools and response_format
-            if body.structured_outputs is not False:
-                parallel = body.parallel_tool_calls is not False
-                space = getattr(self.tokenizer, "kind", "tekken") != "tekken"  # `[TOOL_CALLS]▁[`
-                grammar = request_grammar(body.response_format_json(), tools, choice, parallel, space)
-            prompt_ids = self.tokenizer.encode_chat(body.messages, tools=tools)
-        except (ParamError, ChatFormatError) as e:
-            raise APIError(str(e), e.param) from e
+        params = body.params()
+        self._check_n(params.n)
+        tools = body.tools_json()
+        choice = body.tool_choice_json()
+        # even when no grammar enforces them (structured_outputs false)
+        tool_choice_mode(choice, [f.name for f in tool_functions(tools)])
+        self.check_prompt_chars(text_chars(body.messages), "messages")
+        grammar = None  # first: it checks the schemas of tools and response_format
+        if body.structured_outputs is not False:
+            parallel = body.parallel_tool_calls is not False
+            space = getattr(self.tokenizer, "kind", "tekken") != "tekken"  # `[TOOL_CALLS]▁[`
+            grammar = request_grammar(body.response_format_json(), tools, choice, parallel, space)
+        prompt_ids = self.tokenizer.encode_chat(body.messages, tools=tools)
         offers_tools = bool(tools) and choice != "none"
         return build_job(
             self.engine,
@@ -182,11 +179,8 @@ class ServerState:
         )
 
     def completion_job(self, body: P.CompletionRequest) -> Job:
-        try:
-            params = body.params()
-            self._check_n(params.n)
-        except ParamError as e:
-            raise APIError(str(e), e.param) from e
+        params = body.params()
+        self._check_n(params.n)
         if isinstance(body.prompt, str):
             self.check_prompt_chars(len(body.prompt), "prompt")
             prompt_ids = self.tokenizer.encode(body.prompt, bos=True)
