@@ -22,6 +22,8 @@ from .chain import ARITHMETIC_STEPS, STEPS, Row, check_consistent
 from .fields import check_bias, check_number
 from .spec import NEUTRAL, EngineSpec
 
+Tokens = Sequence[int]  # token ids: a list, a numpy array or a torch tensor
+
 
 def _as_logits(logits: Any) -> np.ndarray:
     if hasattr(logits, "detach"):  # a torch tensor, without importing torch
@@ -219,11 +221,7 @@ class Engine:
         return z, names, stages, tempered
 
     def trace(
-        self,
-        logits: Any,
-        request: Mapping[str, Any],
-        prompt_tokens: Sequence[int] = (),
-        output_tokens: Sequence[int] = (),
+        self, logits: Any, request: Mapping[str, Any], prompt_tokens: Tokens = (), output_tokens: Tokens = ()
     ) -> Trace:
         z0, row = self._prepare(logits, request, prompt_tokens, output_tokens)
         z, names, stages, tempered = self._run(z0, row, keep_stages=True)
@@ -236,31 +234,19 @@ class Engine:
         return Trace(names, stages, steps.softmax(z), dropped, row.knobs, z0, tempered)
 
     def probabilities(
-        self,
-        logits: Any,
-        request: Mapping[str, Any],
-        prompt_tokens: Sequence[int] = (),
-        output_tokens: Sequence[int] = (),
+        self, logits: Any, request: Mapping[str, Any], prompt_tokens: Tokens = (), output_tokens: Tokens = ()
     ) -> np.ndarray:
         """The final next-token distribution over the whole vocabulary (float64 [V], sums to 1)."""
         z0, row = self._prepare(logits, request, prompt_tokens, output_tokens)
         return steps.softmax(self._run(z0, row, keep_stages=False)[0])
 
     def distribution(
-        self,
-        logits: Any,
-        request: Mapping[str, Any],
-        prompt_tokens: Sequence[int] = (),
-        output_tokens: Sequence[int] = (),
+        self, logits: Any, request: Mapping[str, Any], prompt_tokens: Tokens = (), output_tokens: Tokens = ()
     ) -> list[float]:
         return self.probabilities(logits, request, prompt_tokens, output_tokens).tolist()
 
     def logprobs(
-        self,
-        logits: Any,
-        request: Mapping[str, Any],
-        prompt_tokens: Sequence[int] = (),
-        output_tokens: Sequence[int] = (),
+        self, logits: Any, request: Mapping[str, Any], prompt_tokens: Tokens = (), output_tokens: Tokens = ()
     ) -> np.ndarray:
         """What this engine's API reports as logprobs (float64 [V]), per `logprobs_mode`: "raw" is
         log_softmax of the model's logits; "tempered" after penalties, bias and temperature, before
@@ -275,12 +261,7 @@ class Engine:
             return steps.log_softmax(z)
 
     def sample(
-        self,
-        logits: Any,
-        request: Mapping[str, Any],
-        prompt_tokens: Sequence[int],
-        output_tokens: Sequence[int],
-        seed: int,
+        self, logits: Any, request: Mapping[str, Any], prompt_tokens: Tokens, output_tokens: Tokens, seed: int
     ) -> int:
         """The token this engine draws for `seed` at this step (the step index is
         len(output_tokens)), where its source makes the draw a function of the seed."""

@@ -25,23 +25,12 @@ def nemo_ref_draw(z: np.ndarray, knobs: Mapping[str, Any], output: np.ndarray, s
 
 NR = "docs/sampling.md"
 NR_PARAMS = "nemo_ref/sampling/params.py"
+ORDER = ("logit_bias", "repetition", "presence_frequency", "greedy", "temperature", "min_p", "top_k", "top_p")
 
 NEMO_REF = EngineSpec(
     name="nemo_ref",
     version="nemo_ref 0.1.0",
-    order=Cited(
-        (
-            "logit_bias",
-            "repetition",
-            "presence_frequency",
-            "greedy",
-            "temperature",
-            "min_p",
-            "top_k",
-            "top_p",
-        ),
-        NR + " (S1..S8)",
-    ),
+    order=Cited(ORDER, NR + " (S1..S8)"),
     defaults=Cited({}, NR_PARAMS),
     fields={
         "temperature": use("temperature", NR_PARAMS, 0, 2, "temperature must be a number in [0, 2]"),

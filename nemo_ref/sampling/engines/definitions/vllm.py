@@ -10,23 +10,12 @@ V_PARAMS = "vllm/sampling_params.py"
 V_TOPKP = "vllm/v1/sample/ops/topk_topp_sampler.py"
 V_PEN = "vllm/model_executor/layers/utils.py (apply_penalties)"
 V_PROTO = "vllm/entrypoints/openai/protocol.py"
+ORDER = ("logit_bias", "repetition", "presence_frequency", "greedy", "temperature", "min_p", "top_k", "top_p")
 
 VLLM = EngineSpec(
     name="vllm",
     version="vLLM 0.33.0",
-    order=Cited(
-        (
-            "logit_bias",
-            "repetition",
-            "presence_frequency",
-            "greedy",
-            "temperature",
-            "min_p",
-            "top_k",
-            "top_p",
-        ),
-        V_SAMPLER,
-    ),
+    order=Cited(ORDER, V_SAMPLER),
     defaults=Cited({}, V_PARAMS),
     fields={
         "temperature": use("temperature", V_PARAMS, 0, 2, "400: temperature must be in [0, 2]"),
