@@ -121,7 +121,7 @@ def _moves(
 ) -> tuple[dict[str, str], list[dict[str, Any]]]:
     """Per penalty field: does it move the first token at this context? With the runs, described."""
     observed = {}
-    neutral = {e.name: e for e in s.engines}
+    by_name = {e.name: e for e in s.engines}
     runs = list(out.runs)
     # Repetition penalties are multiplicative (sign-dependent: not predictable from logprobs),
     # so they stay out of the ranking; a few draws say whether they move anything.
@@ -130,7 +130,7 @@ def _moves(
     base = bases[0]
     if best:
         for b in bases:
-            p = world.predict(neutral[best[0]], ctx, b)
+            p = world.predict(by_name[best[0]], ctx, b)
             if p is not None and not p.rejects:
                 base = b
                 break
@@ -153,7 +153,7 @@ def _moves(
             continue
         base = {k: v for k, v in run.design.items() if not k.endswith("penalty")}
         # Did the penalty move anything? Compare with what the best engine predicts without it.
-        ref = world.predict(neutral[best[0]], ctx, base) if best else None
+        ref = world.predict(by_name[best[0]], ctx, base) if best else None
         if ref is None or ref.rejects:
             observed[name] = "accepted, effect not measurable"
             continue

@@ -37,8 +37,6 @@ def llama_cpp_draw(z: np.ndarray, knobs: Mapping[str, Any], output: np.ndarray, 
     return int(ids[min(i, ids.size - 1)])
 
 
-# ---- llama.cpp (server) and Ollama (which runs llama-server) -------------------------------------
-
 L_SAMPLER = "src/llama-sampler.cpp"
 L_COMMON = "common/common.h"
 L_SAMPLING = "common/sampling.cpp"

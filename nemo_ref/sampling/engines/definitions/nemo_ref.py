@@ -21,8 +21,6 @@ def nemo_ref_draw(z: np.ndarray, knobs: Mapping[str, Any], output: np.ndarray, s
     return i if i < z.size else int(np.flatnonzero(np.isfinite(z))[-1])
 
 
-# ---- nemo_ref ------------------------------------------------------------------------------------
-
 NR = "docs/sampling.md"
 NR_PARAMS = "nemo_ref/sampling/params.py"
 ORDER = ("logit_bias", "repetition", "presence_frequency", "greedy", "temperature", "min_p", "top_k", "top_p")
