@@ -107,3 +107,11 @@ def ignored(knob: str, source: str, answer: str, assumed: bool = False) -> Field
 def unsupported(knob: str, source: str, answer: str, assumed: bool = False) -> Field:
     """A field the engine does not have: any value but its own default is an error (`answer`)."""
     return Field("unsupported", knob, answer=answer, source=source, assumed=assumed)
+
+
+def in_range(knob: str, source: str, interval: str, answer: str, **kw: Any) -> Field:
+    """A field the engine reads into `knob`, valid in `interval` as its own message writes it
+    ("[0, 2]", "(0, 1]"); `answer` may say {knob} and {interval}, so the range is written once."""
+    lo, hi = (int(x) if x.lstrip("-").isdigit() else float(x) for x in interval[1:-1].split(", "))
+    text = answer.format(knob=knob, interval=interval)
+    return use(knob, source, lo, hi, text, lo_open=interval[0] == "(", hi_open=interval[-1] == ")", **kw)

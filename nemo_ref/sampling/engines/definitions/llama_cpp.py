@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..fields import Field, ignored, use
+from ..fields import Field, ignored, in_range, use
 from ..mt19937 import uniform_doubles
 from ..spec import Cited, EngineSpec
 
@@ -76,8 +76,8 @@ def _llama_fields(source: str) -> dict[str, Field]:
     return {
         "temperature": use("temperature", source, 0, violation="clamp", answer="clamped to >= 0"),
         "top_k": use("top_k", source, 0, INT32_MAX, kind="int", violation="clamp", answer="clamped to >= 0"),
-        "top_p": use("top_p", source, 0, 1, violation="clamp", answer="clamped to [0, 1]"),
-        "min_p": use("min_p", source, 0, 1, violation="clamp", answer="clamped to [0, 1]"),
+        "top_p": in_range("top_p", source, "[0, 1]", "clamped to {interval}", violation="clamp"),
+        "min_p": in_range("min_p", source, "[0, 1]", "clamped to {interval}", violation="clamp"),
         "repeat_penalty": use(
             "repetition_penalty",
             L_SAMPLING,
@@ -132,7 +132,9 @@ OLLAMA = EngineSpec(
         "temperature": use(
             "temperature", O_OPENAI, 0, violation="clamp", answer="clamped to >= 0 by llama-server"
         ),
-        "top_p": use("top_p", O_OPENAI, 0, 1, violation="clamp", answer="clamped to [0, 1] by llama-server"),
+        "top_p": in_range(
+            "top_p", O_OPENAI, "[0, 1]", "clamped to {interval} by llama-server", violation="clamp"
+        ),
         "presence_penalty": use("presence_penalty", O_OPENAI),
         "frequency_penalty": use("frequency_penalty", O_OPENAI),
         "top_k": ignored("top_k", O_OPENAI, _OLLAMA_IGNORES),

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from ...rng import uniform
-from ..fields import use
+from ..fields import in_range, use
 from ..spec import Cited, EngineSpec
 
 
@@ -23,6 +23,7 @@ def nemo_ref_draw(z: np.ndarray, knobs: Mapping[str, Any], output: np.ndarray, s
 
 NR = "docs/sampling.md"
 NR_PARAMS = "nemo_ref/sampling/params.py"
+NR_RANGE = "{knob} must be a number in {interval}"
 ORDER = ("logit_bias", "repetition", "presence_frequency", "greedy", "temperature", "min_p", "top_k", "top_p")
 
 NEMO_REF = EngineSpec(
@@ -31,27 +32,18 @@ NEMO_REF = EngineSpec(
     order=Cited(ORDER, NR + " (S1..S8)"),
     defaults=Cited({}, NR_PARAMS),
     fields={
-        "temperature": use("temperature", NR_PARAMS, 0, 2, "temperature must be a number in [0, 2]"),
-        "top_p": use("top_p", NR_PARAMS, 0, 1, "top_p must be a number in [0, 1]"),
+        "temperature": in_range("temperature", NR_PARAMS, "[0, 2]", NR_RANGE),
+        "top_p": in_range("top_p", NR_PARAMS, "[0, 1]", NR_RANGE),
         "top_k": use(
             "top_k", NR_PARAMS, -1, kind="int", answer="top_k must be an integer >= 0 (or -1 for off)"
         ),
-        "min_p": use("min_p", NR_PARAMS, 0, 1, "min_p must be a number in [0, 1]"),
-        "repetition_penalty": use(
-            "repetition_penalty",
-            NR_PARAMS,
-            0,
-            2,
-            "repetition_penalty must be a number in (0, 2]",
-            lo_open=True,
+        "min_p": in_range("min_p", NR_PARAMS, "[0, 1]", NR_RANGE),
+        "repetition_penalty": in_range("repetition_penalty", NR_PARAMS, "(0, 2]", NR_RANGE),
+        "presence_penalty": in_range("presence_penalty", NR_PARAMS, "[-2, 2]", NR_RANGE),
+        "frequency_penalty": in_range("frequency_penalty", NR_PARAMS, "[-2, 2]", NR_RANGE),
+        "logit_bias": in_range(
+            "logit_bias", NR_PARAMS, "[-100, 100]", "values must lie in {interval}", kind="bias"
         ),
-        "presence_penalty": use(
-            "presence_penalty", NR_PARAMS, -2, 2, "presence_penalty must be a number in [-2, 2]"
-        ),
-        "frequency_penalty": use(
-            "frequency_penalty", NR_PARAMS, -2, 2, "frequency_penalty must be a number in [-2, 2]"
-        ),
-        "logit_bias": use("logit_bias", NR_PARAMS, -100, 100, "values must lie in [-100, 100]", kind="bias"),
     },
     repetition_sign=Cited("positive_divides", NR + " S2"),
     repetition_scope=Cited("prompt+output", NR + " S2"),

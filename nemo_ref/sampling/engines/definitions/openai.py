@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from ..fields import unsupported, use
+from ..fields import in_range, unsupported
 from ..spec import Cited, EngineSpec
 
 OA = "platform.openai.com/docs/api-reference/chat/create"
 OA_DETAILS = "OpenAI API guide, parameter details (frequency and presence penalties)"
 _OA_UNKNOWN = "400: Unrecognized request argument supplied"
+OA_RANGE = "400: {knob} must be in {interval}"
 
 OPENAI = EngineSpec(
     name="openai",
@@ -15,12 +16,12 @@ OPENAI = EngineSpec(
     order=Cited(("logit_bias", "presence_frequency", "greedy", "temperature", "top_p"), OA, assumed=True),
     defaults=Cited({}, OA),
     fields={
-        "temperature": use("temperature", OA, 0, 2, "400: temperature must be in [0, 2]"),
-        "top_p": use("top_p", OA, 0, 1, "400: top_p must be in [0, 1]"),
-        "presence_penalty": use("presence_penalty", OA, -2, 2, "400: presence_penalty must be in [-2, 2]"),
-        "frequency_penalty": use("frequency_penalty", OA, -2, 2, "400: frequency_penalty must be in [-2, 2]"),
-        "logit_bias": use(
-            "logit_bias", OA, -100, 100, "400: values must lie in [-100, 100]", kind="bias", assumed=True
+        "temperature": in_range("temperature", OA, "[0, 2]", OA_RANGE),
+        "top_p": in_range("top_p", OA, "[0, 1]", OA_RANGE),
+        "presence_penalty": in_range("presence_penalty", OA, "[-2, 2]", OA_RANGE),
+        "frequency_penalty": in_range("frequency_penalty", OA, "[-2, 2]", OA_RANGE),
+        "logit_bias": in_range(
+            "logit_bias", OA, "[-100, 100]", "400: values must lie in {interval}", kind="bias", assumed=True
         ),
         "top_k": unsupported("top_k", OA, _OA_UNKNOWN, assumed=True),
         "min_p": unsupported("min_p", OA, _OA_UNKNOWN, assumed=True),

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from ..fields import Field, use
+from ..fields import Field, in_range, use
 from ..spec import Cited, EngineSpec
 
 S_PARAMS = "srt/sampling/sampling_params.py"
 S_PEN = "srt/sampling/penaltylib/"
 S_SAMPLER = "srt/layers/sampler.py"
 S_BATCH = "srt/sampling/sampling_batch_info.py"
+S_RANGE = "{knob} must be in {interval}"
 
 SGLANG = EngineSpec(
     name="sglang",
@@ -22,7 +23,7 @@ SGLANG = EngineSpec(
         "temperature": use(
             "temperature", S_PARAMS, 0, answer="temperature must be a non-negative finite number"
         ),
-        "top_p": use("top_p", S_PARAMS, 0, 1, "top_p must be in (0, 1]", lo_open=True),
+        "top_p": in_range("top_p", S_PARAMS, "(0, 1]", S_RANGE),
         "top_k": use(
             "top_k",
             S_PARAMS,
@@ -31,19 +32,12 @@ SGLANG = EngineSpec(
             reject_values=(0,),
             answer="top_k must be -1 (disable) or at least 1",
         ),
-        "min_p": use("min_p", S_PARAMS, 0, 1, "min_p must be in [0, 1]"),
-        "repetition_penalty": use(
-            "repetition_penalty",
-            S_PARAMS,
-            0,
-            2,
-            "repetition_penalty must be in (0, 2] (1.0 = no penalty)",
-            lo_open=True,
+        "min_p": in_range("min_p", S_PARAMS, "[0, 1]", S_RANGE),
+        "repetition_penalty": in_range(
+            "repetition_penalty", S_PARAMS, "(0, 2]", S_RANGE + " (1.0 = no penalty)"
         ),
-        "presence_penalty": use("presence_penalty", S_PARAMS, -2, 2, "presence_penalty must be in [-2, 2]"),
-        "frequency_penalty": use(
-            "frequency_penalty", S_PARAMS, -2, 2, "frequency_penalty must be in [-2, 2]"
-        ),
+        "presence_penalty": in_range("presence_penalty", S_PARAMS, "[-2, 2]", S_RANGE),
+        "frequency_penalty": in_range("frequency_penalty", S_PARAMS, "[-2, 2]", S_RANGE),
         "logit_bias": Field(
             "use", "logit_bias", kind="bias", source=S_PARAMS + " (keys in [0, V); values unchecked)"
         ),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..fields import use
+from ..fields import in_range, use
 from ..spec import Cited, EngineSpec
 
 V_SAMPLER = "vllm/v1/sample/sampler.py"
@@ -10,6 +10,7 @@ V_PARAMS = "vllm/sampling_params.py"
 V_TOPKP = "vllm/v1/sample/ops/topk_topp_sampler.py"
 V_PEN = "vllm/model_executor/layers/utils.py (apply_penalties)"
 V_PROTO = "vllm/entrypoints/openai/protocol.py"
+V_RANGE = "400: {knob} must be in {interval}"
 ORDER = ("logit_bias", "repetition", "presence_frequency", "greedy", "temperature", "min_p", "top_k", "top_p")
 
 VLLM = EngineSpec(
@@ -18,12 +19,12 @@ VLLM = EngineSpec(
     order=Cited(ORDER, V_SAMPLER),
     defaults=Cited({}, V_PARAMS),
     fields={
-        "temperature": use("temperature", V_PARAMS, 0, 2, "400: temperature must be in [0, 2]"),
-        "top_p": use("top_p", V_PARAMS, 0, 1, "400: top_p must be in (0, 1]", lo_open=True),
+        "temperature": in_range("temperature", V_PARAMS, "[0, 2]", V_RANGE),
+        "top_p": in_range("top_p", V_PARAMS, "(0, 1]", V_RANGE),
         "top_k": use(
             "top_k", V_PARAMS, -1, kind="int", answer="400: top_k must be 0 (disable), or at least 1"
         ),
-        "min_p": use("min_p", V_PARAMS, 0, 1, "400: min_p must be in [0, 1]"),
+        "min_p": in_range("min_p", V_PARAMS, "[0, 1]", V_RANGE),
         "repetition_penalty": use(
             "repetition_penalty",
             V_PARAMS,
@@ -31,14 +32,10 @@ VLLM = EngineSpec(
             answer="400: repetition_penalty must be greater than zero",
             lo_open=True,
         ),
-        "presence_penalty": use(
-            "presence_penalty", V_PARAMS, -2, 2, "400: presence_penalty must be in [-2, 2]"
-        ),
-        "frequency_penalty": use(
-            "frequency_penalty", V_PARAMS, -2, 2, "400: frequency_penalty must be in [-2, 2]"
-        ),
-        "logit_bias": use(
-            "logit_bias", V_PROTO, -100, 100, "clamped to [-100, 100]", kind="bias", violation="clamp"
+        "presence_penalty": in_range("presence_penalty", V_PARAMS, "[-2, 2]", V_RANGE),
+        "frequency_penalty": in_range("frequency_penalty", V_PARAMS, "[-2, 2]", V_RANGE),
+        "logit_bias": in_range(
+            "logit_bias", V_PROTO, "[-100, 100]", "clamped to {interval}", kind="bias", violation="clamp"
         ),
     },
     repetition_sign=Cited("positive_divides", V_PEN),
