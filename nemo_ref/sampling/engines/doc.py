@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 
 from ..params import DISTRIBUTION_FIELDS, ParamError
+from .fields import Field
 from .registry import get, names
-from .spec import NEUTRAL, Cited, EngineSpec, Field
+from .spec import NEUTRAL, Cited, EngineSpec
 
 STEP_WORDS = {
     "logit_bias": "bias",

@@ -45,6 +45,9 @@ class Cited:
 
 @dataclass(frozen=True)
 class EngineSpec:
+    """One engine: its request fields (fields.py) and its choices, each `Cited`; the values each
+    choice may take are listed beside it. docs/engines.md renders one column per EngineSpec."""
+
     name: str
     version: str
     order: Cited  # tuple of step names (chain.STEPS)
