@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from .sampling import ParamError
-from .sampling import engines as registry
+from .sampling.engines import registry
 from .sampling.params import DISTRIBUTION_FIELDS
 
 REQUEST_FIELDS = DISTRIBUTION_FIELDS

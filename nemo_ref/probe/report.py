@@ -1,12 +1,33 @@
-"""The probe's output: a table on the terminal and the JSON of docs/probe.md."""
+"""The probe's output: the report the tests fill in, its JSON (docs/probe.md) and a table on the
+terminal."""
 
 from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from .run import Report
+
+@dataclass
+class Report:
+    """What the tests found: one property per test (observed, matching engines, evidence), the
+    ranking and verdict of the likelihood test, and what could not be tested, and why."""
+
+    endpoint: str
+    model: str
+    properties: dict[str, dict[str, Any]] = field(default_factory=dict)
+    ranking: list[dict[str, Any]] = field(default_factory=list)
+    verdict: str = "inconclusive"
+    answer: list[str] = field(default_factory=list)
+    not_testable: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    requests_by_test: dict[str, int] = field(default_factory=dict)
+    requests: int = 0  # all requests sent, retries included (set when the run ends)
+
+    def prop(self, name: str, observed: Any, matches: list[str], evidence: Any) -> None:
+        self.properties[name] = {"observed": observed, "matches": matches, "evidence": evidence}
+
 
 RANDOM_WEIGHTS_NOTE = (
     "the endpoint serves RANDOM weights (nemo-ref): these conclusions are about its sampler, "

@@ -192,7 +192,7 @@ def penalty_designs(penalties=ADDITIVE_PENALTIES) -> list[dict[str, Any]]:
 
     Only the additive ones (presence, frequency) enter the likelihood test: a multiplicative
     (repetition) penalty divides positive logits and multiplies negative ones, and logprobs do not
-    show a logit's sign, so its effect cannot be predicted; run.py tests only whether it moves
+    show a logit's sign, so its effect cannot be predicted; penalties.py tests only whether it moves
     anything.
     """
     grid = []

@@ -9,10 +9,12 @@
     e.trace(logits, request, ...)         # every step, what it dropped
     e.sample(logits, request, prompt_tokens, output_tokens, seed)    # where the draw is reproducible
 
-Every engine is one `EngineSpec` (definitions.py): named choices (step order, penalty scopes,
-tie rules, top_p boundary, temperature rules, defaults, validation, logprobs mode, seeding) over
-the shared steps of steps.py, each choice with the engine source file it comes from. docs/engines.md
-is generated from those definitions (`python -m nemo_ref.sampling.engines.doc`).
+Every engine is one `EngineSpec` (spec.py; the nine in definitions/, one module per engine):
+named choices (step order, penalty scopes, tie rules, top_p boundary, temperature rules, defaults,
+validation, logprobs mode, seeding) over the shared steps of steps.py (named in chain.py), each
+choice with the engine source file it comes from. `Engine` (engine.py) runs them; registry.py
+names them. docs/engines.md is generated from the definitions (`python -m
+nemo_ref.sampling.engines.doc`, doc.py).
 
 Core only: numpy, no server or tokenizer imports.
 """
@@ -20,23 +22,9 @@ Core only: numpy, no server or tokenizer imports.
 from __future__ import annotations
 
 from ..params import ParamError
-from .definitions import ENGINES
-from .spec import Cited, Engine, EngineSpec, Field, Trace
-
-_BY_NAME: dict[str, Engine] = {spec.name: Engine(spec) for spec in ENGINES}
-
-
-def names() -> list[str]:
-    """The engines, nemo_ref first."""
-    return list(_BY_NAME)
-
-
-def get(name: str) -> Engine:
-    """The engine called `name` (see names()); an unknown name is a KeyError listing the valid ones."""
-    try:
-        return _BY_NAME[name]
-    except KeyError:
-        raise KeyError(f"unknown engine {name!r}; valid: {', '.join(_BY_NAME)}") from None
-
+from .engine import Engine, Trace
+from .fields import Field
+from .registry import get, names
+from .spec import Cited, EngineSpec
 
 __all__ = ["Cited", "Engine", "EngineSpec", "Field", "ParamError", "Trace", "get", "names"]

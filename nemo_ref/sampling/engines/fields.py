@@ -87,3 +87,31 @@ def check_bias(value: Any, f: Field, engine: str) -> dict[int, float]:
         number = Field("use", kind="float", lo=f.lo, hi=f.hi, violation=f.violation, answer=f.answer)
         out[token] = out.get(token, 0.0) + float(check_number("logit_bias", bias, number, engine))
     return out
+
+
+# ---- the three treatments, as the definitions write them -----------------------------------------
+
+
+def use(
+    knob: str, source: str, lo: float = -math.inf, hi: float = math.inf, answer: str = "", **kw: Any
+) -> Field:
+    """A field the engine reads into `knob`, valid in [lo, hi] (open ends and the rest: Field)."""
+    return Field("use", knob, lo=lo, hi=hi, answer=answer, source=source, **kw)
+
+
+def ignored(knob: str, source: str, answer: str, assumed: bool = False) -> Field:
+    """A field the engine does not read on its OpenAI route: the knob keeps its default."""
+    return Field("ignore", knob, answer=answer, source=source, assumed=assumed)
+
+
+def unsupported(knob: str, source: str, answer: str, assumed: bool = False) -> Field:
+    """A field the engine does not have: any value but its own default is an error (`answer`)."""
+    return Field("unsupported", knob, answer=answer, source=source, assumed=assumed)
+
+
+def in_range(knob: str, source: str, interval: str, answer: str, **kw: Any) -> Field:
+    """A field the engine reads into `knob`, valid in `interval` as its own message writes it
+    ("[0, 2]", "(0, 1]"); `answer` may say {knob} and {interval}, so the range is written once."""
+    lo, hi = (int(x) if x.lstrip("-").isdigit() else float(x) for x in interval[1:-1].split(", "))
+    text = answer.format(knob=knob, interval=interval)
+    return use(knob, source, lo, hi, text, lo_open=interval[0] == "(", hi_open=interval[-1] == ")", **kw)
