@@ -61,7 +61,9 @@ class Batch:
             raise ValueError(f"rows must name {B} cache rows, got {len(row_list)}")
         end = max(starts) + T
         limit = cache.max_len if cache is not None else args.max_positions
-        if min(starts) < 0 or end > limit:
+        if min(starts) < 0:
+            raise ValueError(f"positions must lie in [0, {limit}); this call starts at {min(starts)}")
+        if end > limit:
             raise ValueError(f"positions must lie in [0, {limit}); this call reaches {end}")
         if cache is not None and (min(row_list) < 0 or max(row_list) >= cache.max_batch):
             raise ValueError(f"the KV cache has rows 0..{cache.max_batch - 1}; this call uses {row_list}")

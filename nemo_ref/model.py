@@ -1,4 +1,4 @@
-"""The Mistral Nemo transformer: RMSNorm, grouped-query attention with RoPE, SwiGLU, a static KV cache.
+"""The Mistral Nemo transformer: RMSNorm, grouped-query attention with RoPE, SwiGLU.
 
 Parameter names are those of the mistral checkpoint layout (``layers.3.attention.wq.weight``...), so
 ``model.state_dict()`` *is* a ``consolidated.safetensors``. Shapes for Nemo 12B (dim 5120, 32 query
@@ -8,7 +8,8 @@ w2 [5120, 14336]. Note ``n_heads * head_dim = 4096 != dim``.
 One forward serves every use: ``model(tokens, start_pos)`` runs tokens [B, T] whose first token sits
 at ``start_pos`` (an int, or one position per row for batched decode), reading and extending the KV
 cache passed as ``cache=`` (from ``new_cache``; the caller owns it) and attending only within
-``tokens`` otherwise.
+``tokens`` otherwise. A call's arguments become one :class:`~nemo_ref.batch.Batch` (positions, rows,
+mask, RoPE cos/sin: batch.py) that every block reads; the cache itself is kv_cache.py.
 """
 
 from __future__ import annotations
