@@ -215,7 +215,7 @@ def prefill_launch(
     """The output tensor and the launch of ``prefill_attention`` (checked, not run)."""
     check_inputs(q, k, v, start_pos, rows)
     q, k, v = (last_dim_contiguous(x) for x in (q, k, v))
-    B, H, T, D = q.shape
+    B, H, T, D = q.shape  # [B, 32, T, 128] for Nemo; k, v [N, 8, S, 128]
     fp32 = q.dtype == torch.float32
     block_m, block_n, num_warps, num_stages = prefill_tiles(
         D, q.element_size(), block_m=block_m, block_n=block_n, num_warps=num_warps, num_stages=num_stages
@@ -390,7 +390,7 @@ def decode_launch(
     if q.shape[2] != 1:
         raise ValueError(f"decode_attention takes one query per row, got T = {q.shape[2]}")
     q, k, v = (last_dim_contiguous(x) for x in (q, k, v))
-    B, H, _, D = q.shape
+    B, H, _, D = q.shape  # [B, 32, 1, 128] for Nemo
     Hkv, S = k.shape[1], k.shape[2]  # [N, 8, S, 128] for Nemo
     fp32 = q.dtype == torch.float32
     block_n, num_warps, num_stages = decode_tiles(
