@@ -21,6 +21,10 @@ Dispatch: ``T == 1`` runs the split-KV decode kernel and its combine kernel, any
 causal flash prefill kernel (which also serves chunked prefill after cached tokens). Nothing is
 read back to the host: every launch's grid comes from shapes and host integers, so a decode step
 can be captured in a CUDA graph.
+
+This module holds the kernels and their launchers (``prefill_launch``, ``decode_launch``: the
+launch built and checked, not run). How a launch is sized and checked -- tiles, stages, the decode
+split rule, sm_90's shared memory -- is ``attention_config.py``, re-exported here.
 """
 
 from __future__ import annotations
@@ -32,6 +36,28 @@ import triton
 import triton.language as tl
 
 from . import Launch
+from .attention_config import (
+    COMBINE_BLOCK_S,
+    DECODE_PROGRAMS_PER_SM,
+    HEAD_DIMS,
+    MIN_SPLIT_LEN,
+    SM90_MAX_SHARED,
+    check_inputs,
+    decode_config,
+    decode_max_splits,
+    decode_shared_bytes,
+    decode_split_len,
+    decode_splits,
+    decode_tiles,
+    kernel_window,
+    last_dim_contiguous,
+    precision,
+    prefill_config,
+    prefill_shared_bytes,
+    prefill_tiles,
+    row_index,
+    sm_count,
+)
 
 # bf16 arithmetic is wrong in Triton's interpreter (loads, stores and casts are right): when
 # interpreting, tiles are upcast to float32 right after loading. The GPU path keeps bf16/fp16
@@ -39,8 +65,6 @@ from . import Launch
 IS_INTERPRET: tl.constexpr = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") == "1")
 
 LOG2E = 1.4426950408889634
-SM90_MAX_SHARED = 232_448  # bytes of shared memory one block may use on sm_90 (H100/H200)
-HEAD_DIMS = (16, 32, 64, 128, 256)
 
 
 @triton.jit
@@ -50,6 +74,22 @@ def _load_tile(ptrs, mask):
     if IS_INTERPRET:
         x = x.to(tl.float32)
     return x
+
+
+@triton.jit
+def _online_softmax_step(acc, l_i, m_i, s, v_ptrs, v_mask, PRECISION: tl.constexpr):
+    """Fold one tile of scores ``s`` [M, BLOCK_N] (log2 domain) and its V tile into the running
+    output ``acc`` [M, D], row sums ``l_i`` and row maxima ``m_i`` (the online softmax of
+    Milakov & Gimelshein 2018, FlashAttention's inner step): new maximum, rescale factor
+    ``alpha = exp2(m_old - m_new)``, ``l = alpha l + rowsum(P)``, ``acc = alpha acc + P V``.
+    The V tile is loaded after the softmax, so it is not live while the exponentials run."""
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    alpha = tl.math.exp2(m_i - m_new)
+    p = tl.math.exp2(s - m_new[:, None])
+    l_i = l_i * alpha + tl.sum(p, 1)
+    v = _load_tile(v_ptrs, v_mask)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
+    return acc, l_i, m_new
 
 
 # ---------------------------------------------------------------------------------------------
@@ -76,22 +116,16 @@ def _prefill_inner(
     for start_n in range(kv_lo, kv_hi, BLOCK_N):
         kv_pos = start_n + offs_n
         loaded = kv_pos < kv_hi
-        # -- scores: S = Q K^T for this key tile, log2 domain --
+        # -- step 1: load the K tile, scores S = Q K^T [BLOCK_M, BLOCK_N] in the log2 domain --
         k = _load_tile(k_base + kv_pos[:, None] * stride_ks + offs_d[None, :], loaded[:, None])
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
-        # -- mask: causal and window, on the boundary tiles only --
+        # -- step 2: mask causal and window, on the boundary tiles only --
         if MASK:
             visible = (kv_pos[None, :] <= q_pos[:, None]) & (kv_pos[None, :] > q_pos[:, None] - window)
             s = tl.where(visible & loaded[None, :], s, -1.0e6)
-        # -- online softmax: new running max, rescale factor alpha, row sums --
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        alpha = tl.math.exp2(m_i - m_new)
-        p = tl.math.exp2(s - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        # -- accumulate: acc = alpha * acc + P V --
-        v = _load_tile(v_base + kv_pos[:, None] * stride_vs + offs_d[None, :], loaded[:, None])
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
-        m_i = m_new
+        # -- step 3: online softmax, then load the V tile and accumulate P V --
+        v_ptrs = v_base + kv_pos[:, None] * stride_vs + offs_d[None, :]
+        acc, l_i, m_i = _online_softmax_step(acc, l_i, m_i, s, v_ptrs, loaded[:, None], PRECISION)
     return acc, l_i, m_i
 
 
@@ -129,6 +163,7 @@ def _prefill_kernel(
     kvh = h // GROUP
     pos0 = tl.load(start_pos + b).to(tl.int32)
 
+    # -- prologue: load the Q tile [BLOCK_M, D] once; zero the running statistics --
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
     q_pos = pos0 + offs_m
@@ -142,6 +177,7 @@ def _prefill_kernel(
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
 
+    # -- main loop: the key tiles in three ranges, masked only where they must be --
     first_q = pos0 + pid_m * BLOCK_M
     last_q = pos0 + tl.minimum(pid_m * BLOCK_M + BLOCK_M, T) - 1  # the row's own last key
     diag_lo = (first_q // BLOCK_N) * BLOCK_N
@@ -164,99 +200,10 @@ def _prefill_kernel(
         qk_scale, BLOCK_N, HEAD_DIM, True, PRECISION,
     )  # fmt: skip
 
+    # -- epilogue: normalise by the row sums, store the O tile --
     out = acc / l_i[:, None]
     o_ptrs = O + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_ot + offs_d[None, :]
     tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=q_rows[:, None])
-
-
-NO_WINDOW = 2**30  # a window longer than any cache: plain causal attention
-
-
-def precision(fp32: bool) -> str:
-    """``tl.dot`` input precision. float32 gets ``tf32x3`` (three tf32 products: float32
-    accuracy on the tensor cores; exact IEEE products spill badly); 16-bit operands ignore it."""
-    return "tf32x3" if fp32 else "tf32"
-
-
-def prefill_shared_bytes(block_m: int, block_n: int, stages: int, head_dim: int, itemsize: int) -> int:
-    """Shared memory of a prefill tile configuration: ``stages`` buffers of K and V tiles and the
-    Q tile. Exact for 16-bit operands on sm_90 (the compile report's 131072 B at 128x64, D 128,
-    3 stages), an upper bound for float32."""
-    return (stages * 2 * block_n + block_m) * head_dim * itemsize
-
-
-def decode_shared_bytes(block_n: int, stages: int, head_dim: int, itemsize: int) -> int:
-    """Upper bound of the decode split kernel's shared memory (``stages`` K and V tiles and the
-    16-row query tile; the compile report's 71680 B for bf16, D 128, 64-key tiles, 3 stages)."""
-    return (stages * 2 * block_n + 16) * head_dim * itemsize
-
-
-def prefill_config(fp32: bool, head_dim: int = 128) -> tuple[int, int, int, int]:
-    """Default ``(BLOCK_M, BLOCK_N, num_warps, num_stages)`` of the prefill kernel.
-
-    16-bit, head_dim <= 128: 128 x 64 tiles, 8 warps, 3 stages (131072 B of shared memory at 128);
-    head_dim 256 would need 262144 B there (sm_90 allows 232448), so it takes 64 x 64 and 2 stages
-    (163840 B). float32 (a test and reference path): 32 x 32, 4 warps, 2 stages, and 16 x 32 at 256.
-    """
-    if fp32:
-        return (32, 32, 4, 2) if head_dim <= 128 else (16, 32, 4, 2)
-    return (128, 64, 8, 3) if head_dim <= 128 else (64, 64, 8, 2)
-
-
-def decode_config(fp32: bool, head_dim: int = 128) -> tuple[int, int, int]:
-    """Default ``(BLOCK_N, num_warps, num_stages)`` of the decode split kernel: 64-key tiles,
-    4 warps, 3 stages, fewer stages and keys where that would not fit sm_90's shared memory."""
-    itemsize = 4 if fp32 else 2
-    for block_n, stages in ((64, 3), (32, 3), (32, 2), (16, 2)):
-        if decode_shared_bytes(block_n, stages, head_dim, itemsize) <= SM90_MAX_SHARED:
-            return block_n, DECODE_NUM_WARPS, stages
-    raise AssertionError("unreachable: head_dim is at most 256")
-
-
-def _check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start_pos: torch.Tensor, rows) -> None:
-    if q.dim() != 4 or k.dim() != 4 or v.shape != k.shape:
-        raise ValueError(f"expected q [B,H,T,D], k = v [N,Hkv,S,D]; got {q.shape}, {k.shape}, {v.shape}")
-    B, H, _, D = q.shape
-    if k.shape[3] != D or H % k.shape[1]:
-        raise ValueError(f"q {tuple(q.shape)} and k {tuple(k.shape)} do not match (GQA needs H % Hkv == 0)")
-    if rows is None and k.shape[0] < B:
-        raise ValueError(f"k has {k.shape[0]} rows for a batch of {B}; pass rows=")
-    if rows is not None and (rows.shape != (B,) or rows.device != q.device):
-        raise ValueError(f"rows must be a tensor [B={B}] on {q.device}, got {tuple(rows.shape)}")
-    if D not in HEAD_DIMS:
-        raise ValueError(f"head_dim must be one of {HEAD_DIMS}, got {D}")
-    if start_pos.shape != (B,) or start_pos.device != q.device:
-        raise ValueError(f"start_pos must be a tensor [B={B}] on {q.device}, got {start_pos.shape}")
-    if not (q.dtype == k.dtype == v.dtype):
-        raise ValueError(f"q, k, v dtypes differ: {q.dtype}, {k.dtype}, {v.dtype}")
-
-
-def _check_tile(name: str, value: int) -> None:
-    # tl.dot needs every dimension >= 16: smaller tiles run in the interpreter but do not compile.
-    if value < 16 or value & (value - 1):
-        raise ValueError(f"{name} must be a power of two >= 16 (tl.dot's smallest tile), got {value}")
-
-
-def _check_shared(what: str, need: int) -> None:
-    if need > SM90_MAX_SHARED:
-        raise ValueError(
-            f"{what} needs {need} B of shared memory; sm_90 allows {SM90_MAX_SHARED} B per block: "
-            "use smaller tiles or fewer stages"
-        )
-
-
-def _last_dim_contiguous(x: torch.Tensor) -> torch.Tensor:
-    return x if x.stride(-1) == 1 else x.contiguous()
-
-
-def _rows(rows: torch.Tensor | None, B: int, device) -> torch.Tensor:
-    return torch.arange(B, device=device) if rows is None else rows
-
-
-def _window(window: int | None) -> int:
-    if window is not None and window < 1:
-        raise ValueError(f"sliding_window must be >= 1 or None, got {window}")
-    return NO_WINDOW if window is None else min(window, NO_WINDOW)
 
 
 def prefill_launch(
@@ -266,20 +213,12 @@ def prefill_launch(
     num_stages: int | None = None,
 ) -> tuple[torch.Tensor, list[Launch]]:  # fmt: skip
     """The output tensor and the launch of ``prefill_attention`` (checked, not run)."""
-    _check(q, k, v, start_pos, rows)
-    q, k, v = (_last_dim_contiguous(x) for x in (q, k, v))
-    B, H, T, D = q.shape
+    check_inputs(q, k, v, start_pos, rows)
+    q, k, v = (last_dim_contiguous(x) for x in (q, k, v))
+    B, H, T, D = q.shape  # [B, 32, T, 128] for Nemo; k, v [N, 8, S, 128]
     fp32 = q.dtype == torch.float32
-    default_m, default_n, default_warps, default_stages = prefill_config(fp32, D)
-    block_m = block_m or default_m
-    block_n = block_n or default_n
-    num_warps = num_warps or default_warps
-    num_stages = num_stages or default_stages
-    _check_tile("block_m", block_m)
-    _check_tile("block_n", block_n)
-    _check_shared(
-        f"prefill {block_m}x{block_n}, head_dim {D}, {num_stages} stages",
-        prefill_shared_bytes(block_m, block_n, num_stages, D, q.element_size()),
+    block_m, block_n, num_warps, num_stages = prefill_tiles(
+        D, q.element_size(), block_m=block_m, block_n=block_n, num_warps=num_warps, num_stages=num_stages
     )
     scale = D**-0.5 if scale is None else scale
     o = torch.empty_like(q)
@@ -287,7 +226,7 @@ def prefill_launch(
         _prefill_kernel,
         (triton.cdiv(T, block_m), H, B),
         (
-            q, k, v, o, start_pos, _rows(rows, B, q.device), scale * LOG2E, T, _window(window),
+            q, k, v, o, start_pos, row_index(rows, B, q.device), scale * LOG2E, T, kernel_window(window),
             q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
             v.stride(0), v.stride(1), v.stride(2), o.stride(0), o.stride(1), o.stride(2),
         ),
@@ -303,7 +242,10 @@ def prefill_attention(q, k, v, start_pos, scale=None, **kwargs) -> torch.Tensor:
     Keywords: ``rows``, ``window`` (sliding window), ``block_m``, ``block_n``, ``num_warps``,
     ``num_stages`` (see ``prefill_launch``).
     """
-    o, launches = prefill_launch(q, k, v, start_pos, scale, **kwargs)
+    return _run(*prefill_launch(q, k, v, start_pos, scale, **kwargs))
+
+
+def _run(o: torch.Tensor, launches: list[Launch]) -> torch.Tensor:
     for launch in launches:
         launch()
     return o
@@ -340,12 +282,13 @@ def _decode_split_kernel(
     once. Plus ``GROUP * (D + 1)`` float32 per split written and read back by the combine,
     negligible while ``split_len >> GROUP`` (hence ``min_split``). About 4 FLOP per KV byte in
     bf16 with GROUP = 4: memory-bound. Bound: ``bytes(K, V) / copy bandwidth`` (~3.0 TB/s on an
-    H100 SXM), reached only when splits x Hkv x B fill every SM (see ``decode_splits``).
+    H100 SXM), reached only when splits x Hkv x B fill every SM (see ``attention_config.decode_max_splits``).
     """
     split = tl.program_id(0)
     kvh = tl.program_id(1)
     b = tl.program_id(2).to(tl.int64)  # b * stride_b overflows int32 on a 128k-token cache
     row = tl.load(rows + b)  # int64
+    # -- prologue: this split's keys [kv_lo, kv_hi), the group's queries [GROUP_PAD, D] --
     length = tl.load(start_pos + b).to(tl.int32) + 1
     first = tl.maximum(length - window, 0)
     split_len = tl.maximum(tl.cdiv(length - first, max_splits), min_split)
@@ -365,24 +308,20 @@ def _decode_split_kernel(
     m_i = tl.full([GROUP_PAD], float("-inf"), tl.float32)
     l_i = tl.zeros([GROUP_PAD], tl.float32)
     acc = tl.zeros([GROUP_PAD, HEAD_DIM], tl.float32)
-    # Every tile of this loop holds at least one key < kv_hi, so m_new is finite and no NaN
-    # can appear even though masked scores are -inf. Keys >= kv_hi are never loaded.
+    # -- main loop: the split's key tiles. Every tile holds at least one key < kv_hi, so m_new is
+    # finite and no NaN can appear even though masked scores are -inf. Keys >= kv_hi are never
+    # loaded.
     for start_n in range(kv_lo, kv_hi, BLOCK_N):
         kv_pos = start_n + offs_n
         valid = kv_pos < kv_hi
-        # -- scores: the whole GQA group against this key tile, keys >= kv_hi at -inf --
+        # -- step 1: load the K tile, scores of the whole GQA group [GROUP_PAD, BLOCK_N] --
         k = _load_tile(k_base + kv_pos[:, None] * stride_ks + offs_d[None, :], valid[:, None])
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
+        # -- step 2: mask the keys >= kv_hi (-inf) --
         s = tl.where(valid[None, :], s, float("-inf"))
-        # -- online softmax: new running max, rescale factor alpha, row sums --
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        alpha = tl.math.exp2(m_i - m_new)
-        p = tl.math.exp2(s - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        # -- accumulate: acc = alpha * acc + P V --
-        v = _load_tile(v_base + kv_pos[:, None] * stride_vs + offs_d[None, :], valid[:, None])
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
-        m_i = m_new
+        # -- step 3: online softmax, then load the V tile and accumulate P V --
+        v_ptrs = v_base + kv_pos[:, None] * stride_vs + offs_d[None, :]
+        acc, l_i, m_i = _online_softmax_step(acc, l_i, m_i, s, v_ptrs, valid[:, None], PRECISION)
 
     # -- epilogue: normalise, store the split's output and its log2-sum-exp --
     nonempty = l_i > 0
@@ -434,43 +373,6 @@ def _decode_combine_kernel(
     tl.store(O + b * stride_ob + h * stride_oh + offs_d, out.to(O.dtype.element_ty))
 
 
-DECODE_BLOCK_N = 64
-DECODE_NUM_WARPS = 4
-DECODE_NUM_STAGES = 3
-COMBINE_BLOCK_S = 16  # fixed, not sized to the launch: the combine's sums stay batch-invariant
-# Decode split programs one SM holds at once (bf16, D 128, the defaults): shared memory allows
-# 3 (71680 B each of sm_90's 233472 B per SM); registers would allow 5 (88 x 128 threads of
-# 65536). tests/test_kernels_compile.py checks this against the compiled kernel.
-DECODE_PROGRAMS_PER_SM = 3
-# Keys per split at least: below this the partial outputs (GROUP x (D + 1) float32 per split)
-# stop being negligible next to the split's K/V (256 keys x D x 2 x 2 B = 64x the partials at
-# GROUP 4), and the combine's work grows for nothing.
-MIN_SPLIT_LEN = 256
-
-
-def _sm_count(device: torch.device) -> int:
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).multi_processor_count
-    return 1  # interpreter: programs run one after another, fewer is faster
-
-
-def decode_max_splits(Hkv: int, num_sms: int) -> int:
-    """Splits per row: a single row alone fills every SM with ``DECODE_PROGRAMS_PER_SM`` programs.
-
-    Independent of the batch (a batch only adds programs), so a row is cut the same way whatever
-    shares its step: batch-1 Nemo (8 KV heads) on a 132-SM H100: 50 splits, 400 programs.
-    """
-    return max(1, triton.cdiv(DECODE_PROGRAMS_PER_SM * num_sms, Hkv))
-
-
-def decode_split_len(
-    length: int, max_splits: int, min_split: int = MIN_SPLIT_LEN, block_n: int = DECODE_BLOCK_N
-) -> int:
-    """Keys per split of a row of ``length`` keys (the kernel's own rule, for tests and reports)."""
-    split = max(triton.cdiv(length, max_splits), min_split)
-    return triton.cdiv(split, block_n) * block_n
-
-
 def decode_launch(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start_pos: torch.Tensor,
     scale: float | None = None, *, rows: torch.Tensor | None = None, window: int | None = None,
@@ -484,30 +386,20 @@ def decode_launch(
     ``S``); it sizes the grid, never the splits. ``split_len`` fixes every row's split length
     (shorthand for ``min_split=split_len`` and as many splits as that needs).
     """
-    _check(q, k, v, start_pos, rows)
+    check_inputs(q, k, v, start_pos, rows)
     if q.shape[2] != 1:
         raise ValueError(f"decode_attention takes one query per row, got T = {q.shape[2]}")
-    q, k, v = (_last_dim_contiguous(x) for x in (q, k, v))
-    B, H, _, D = q.shape
-    Hkv, S = k.shape[1], k.shape[2]
+    q, k, v = (last_dim_contiguous(x) for x in (q, k, v))
+    B, H, _, D = q.shape  # [B, 32, 1, 128] for Nemo
+    Hkv, S = k.shape[1], k.shape[2]  # [N, 8, S, 128] for Nemo
     fp32 = q.dtype == torch.float32
-    default_n, default_warps, default_stages = decode_config(fp32, D)
-    block_n = block_n or default_n
-    num_warps = num_warps or default_warps
-    num_stages = num_stages or default_stages
-    _check_tile("block_n", block_n)
-    _check_shared(
-        f"decode {block_n}-key tiles, head_dim {D}, {num_stages} stages",
-        decode_shared_bytes(block_n, num_stages, D, q.element_size()),
+    block_n, num_warps, num_stages = decode_tiles(
+        D, q.element_size(), block_n=block_n, num_warps=num_warps, num_stages=num_stages
     )
-    max_len = min(S if max_len is None else max_len, S)
-    span = max_len if window is None else min(max_len, window)  # keys one row may attend
-    if split_len is not None:
-        min_split, max_splits = split_len, triton.cdiv(span, split_len)
-    max_splits = max_splits or decode_max_splits(Hkv, _sm_count(q.device))
-    if min_split < 1 or max_splits < 1:
-        raise ValueError(f"min_split and max_splits must be >= 1, got {min_split}, {max_splits}")
-    num_splits = max(1, min(max_splits, triton.cdiv(span, min_split)))
+    min_split, max_splits, num_splits = decode_splits(
+        S, Hkv, q.device, max_len=max_len, window=window, split_len=split_len,
+        min_split=min_split, max_splits=max_splits,
+    )  # fmt: skip
     scale = D**-0.5 if scale is None else scale
     o_part = torch.empty((B, H, num_splits, D), device=q.device, dtype=torch.float32)
     lse_part = torch.empty((B, H, num_splits), device=q.device, dtype=torch.float32)
@@ -516,8 +408,8 @@ def decode_launch(
         _decode_split_kernel,
         (num_splits, Hkv, B),
         (
-            q, k, v, o_part, lse_part, start_pos, _rows(rows, B, q.device), scale * LOG2E,
-            min_split, max_splits, _window(window),
+            q, k, v, o_part, lse_part, start_pos, row_index(rows, B, q.device), scale * LOG2E,
+            min_split, max_splits, kernel_window(window),
             q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2),
             v.stride(0), v.stride(1), v.stride(2),
             o_part.stride(0), o_part.stride(1), o_part.stride(2), lse_part.stride(0), lse_part.stride(1),
@@ -544,10 +436,7 @@ def decode_attention(q, k, v, start_pos, scale=None, **kwargs) -> torch.Tensor:
     Keywords: ``rows``, ``window``, ``max_len``, ``split_len``, ``min_split``, ``max_splits``,
     ``block_n``, ``num_warps``, ``num_stages`` (see ``decode_launch``).
     """
-    o, launches = decode_launch(q, k, v, start_pos, scale, **kwargs)
-    for launch in launches:
-        launch()
-    return o
+    return _run(*decode_launch(q, k, v, start_pos, scale, **kwargs))
 
 
 def attention(
@@ -573,14 +462,21 @@ def attention(
 
 
 __all__ = [
+    "DECODE_PROGRAMS_PER_SM",
+    "HEAD_DIMS",
+    "MIN_SPLIT_LEN",
+    "SM90_MAX_SHARED",
     "attention",
     "decode_attention",
     "decode_config",
     "decode_launch",
     "decode_max_splits",
+    "decode_shared_bytes",
     "decode_split_len",
     "precision",
     "prefill_attention",
     "prefill_config",
     "prefill_launch",
+    "prefill_shared_bytes",
+    "sm_count",
 ]

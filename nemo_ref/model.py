@@ -1,4 +1,4 @@
-"""The Mistral Nemo transformer: RMSNorm, grouped-query attention with RoPE, SwiGLU, a static KV cache.
+"""The Mistral Nemo transformer: RMSNorm, grouped-query attention with RoPE, SwiGLU.
 
 Parameter names are those of the mistral checkpoint layout (``layers.3.attention.wq.weight``...), so
 ``model.state_dict()`` *is* a ``consolidated.safetensors``. Shapes for Nemo 12B (dim 5120, 32 query
@@ -8,7 +8,8 @@ w2 [5120, 14336]. Note ``n_heads * head_dim = 4096 != dim``.
 One forward serves every use: ``model(tokens, start_pos)`` runs tokens [B, T] whose first token sits
 at ``start_pos`` (an int, or one position per row for batched decode), reading and extending the KV
 cache passed as ``cache=`` (from ``new_cache``; the caller owns it) and attending only within
-``tokens`` otherwise.
+``tokens`` otherwise. A call's arguments become one :class:`~nemo_ref.batch.Batch` (positions, rows,
+mask, RoPE cos/sin: batch.py) that every block reads; the cache itself is kv_cache.py.
 """
 
 from __future__ import annotations
@@ -16,15 +17,29 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .batch import Batch
 from .config import ModelArgs
-from .rope import apply_rotary, llama4_q_scale, rope_table
+from .kv_cache import KVCache, LayerCache
+from .rope import RopeTables, apply_rotary
+
+__all__ = [
+    "ATTN_BACKENDS",
+    "Attention",
+    "AttnBackend",
+    "Batch",  # re-exported: the per-call metadata (batch.py)
+    "FeedForward",
+    "GraphedDecode",
+    "KVCache",  # re-exported: the cache the caller owns (kv_cache.py)
+    "RMSNorm",
+    "Transformer",
+    "TransformerBlock",
+]
 
 AttnBackend = Literal["sdpa", "eager", "triton"]
 ATTN_BACKENDS = ("sdpa", "eager", "triton")
@@ -42,111 +57,6 @@ class RMSNorm(nn.Module):
         xf = x.float()
         xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
         return xf.type_as(x) * self.weight
-
-
-@dataclass
-class KVCache:
-    """Static, preallocated keys and values: per layer ``[max_batch, n_kv_heads, max_len, head_dim]``.
-
-    Rows are slots: a sequence owns one row for its lifetime; the positions it has written are
-    0..len-1 of that row. Nothing here tracks lengths: the caller passes ``start_pos`` per row.
-    """
-
-    k: list[torch.Tensor]
-    v: list[torch.Tensor]
-
-    @classmethod
-    def allocate(cls, args: ModelArgs, max_batch: int, max_len: int, dtype, device) -> KVCache:
-        shape = (max_batch, args.n_kv_heads, max_len, args.head_dim)
-        return cls(
-            k=[torch.zeros(shape, dtype=dtype, device=device) for _ in range(args.n_layers)],
-            v=[torch.zeros(shape, dtype=dtype, device=device) for _ in range(args.n_layers)],
-        )
-
-    @property
-    def max_batch(self) -> int:
-        return self.k[0].shape[0]
-
-    @property
-    def max_len(self) -> int:
-        return self.k[0].shape[2]
-
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (*self.k, *self.v))
-
-    # Row changes outside a forward go through these methods, so that a tensor-parallel driver can
-    # make every rank's cache do the same (tp_driver.py).
-    def copy_prefix(self, src: int, dst: int, length: int) -> None:
-        """Copy positions 0..length-1 of row ``src`` into row ``dst``, every layer (n choices, one prompt)."""
-        for k, v in zip(self.k, self.v, strict=True):
-            k[dst, :, :length] = k[src, :, :length]
-            v[dst, :, :length] = v[src, :, :length]
-
-    def clear_prefix(self, row: int, length: int) -> None:
-        """Zero positions 0..length-1 of ``row``, every layer (a row a sequence leaves)."""
-        for k, v in zip(self.k, self.v, strict=True):
-            k[row, :, :length] = 0
-            v[row, :, :length] = 0
-
-
-@dataclass
-class Batch:
-    """Where the tokens of one forward call sit: built once per call, handed to every layer.
-
-    mistral-inference's ``CacheInputMetadata`` idea: whatever needs a host value (how many keys to
-    read, whether the rows form a contiguous run of the cache) is decided here, from the caller's
-    host-side integers, so no layer ever reads a tensor back (a device-to-host sync blocks the
-    CPU's run-ahead and CUDA-graph capture). The device tensors are built here once too.
-    """
-
-    start: torch.Tensor  # [B] int64, position of tokens[:, 0] in each row
-    pos: torch.Tensor  # [B, T] int64, absolute position of every token
-    rows: torch.Tensor  # [B] int64, the cache row of each batch row
-    row_run: slice | None  # the rows are cache rows r0..r0+B-1 in order: read the cache as a view
-    kv_len: int  # keys 0..kv_len-1 exist for some row (longest row's end); host-side
-    same_start: int | None  # the position every row starts at, when the host knows it is one
-    cached: bool  # a KV cache is read and extended
-    window: int | None = None  # sliding window: keys p - window < j <= p
-    mask: torch.Tensor | None = None  # [B, 1, n_rep * T, kv_len] for the torch paths; None: no mask
-    cos: torch.Tensor | None = None  # [B, T, head_dim / 2] RoPE at each token's position (64 for Nemo)
-    sin: torch.Tensor | None = None  # [B, T, head_dim / 2]
-    q_scale: torch.Tensor | None = None  # [B, T] llama4 query scaling; None without it (Nemo)
-
-
-def _host_ints(x: int | Sequence[int] | torch.Tensor, n: int | None, name: str) -> list[int]:
-    """Python ints from an int (broadcast to ``n``), a sequence or a tensor (read back once)."""
-    if isinstance(x, int):
-        if n is None:
-            raise ValueError(f"{name} must be a sequence or a tensor")
-        return [x] * n
-    if torch.is_tensor(x) and x.dim() != 1:
-        raise ValueError(f"{name} must be an int or one value per row ({n}), got shape {tuple(x.shape)}")
-    values = x.tolist() if torch.is_tensor(x) else list(x)
-    if n is not None and len(values) != n:
-        raise ValueError(f"{name} must be an int or one value per row ({n}), got {x!r}")
-    return [int(v) for v in values]
-
-
-def causal_mask(b: Batch, n_rep: int) -> torch.Tensor | None:
-    """Which keys each query may see, for the GQA fold (query row g * T + t sits at pos[t]).
-
-    With a cache the keys are positions 0..kv_len-1 of each row; without one they are the chunk
-    itself. Built once per forward and shared by every layer; None when nothing is masked
-    (single-token decode with every row at the same position and no window), so SDPA takes its
-    unmasked path.
-    """
-    B, T = b.pos.shape
-    if b.cached and T == 1 and b.same_start is not None and b.window is None:
-        return None
-    L = b.kv_len if b.cached else T
-    k_pos = torch.arange(L, device=b.pos.device).expand(B, L)
-    if not b.cached:
-        k_pos = k_pos + b.start[:, None]
-    q_pos = b.pos.repeat(1, n_rep)[:, :, None]  # [B, n_rep * T, 1]
-    visible = k_pos[:, None, :] <= q_pos
-    if b.window is not None:
-        visible &= k_pos[:, None, :] > q_pos - b.window
-    return visible[:, None]
 
 
 class Attention(nn.Module):
@@ -182,44 +92,42 @@ class Attention(nn.Module):
             self._attend = functools.partial(_torch_attention, _sdpa if backend == "sdpa" else _eager)
         self._backend = backend
 
-    def forward(
-        self, x: torch.Tensor, p: Batch, cache: tuple[torch.Tensor, torch.Tensor] | None
-    ) -> torch.Tensor:
-        B, T, _ = x.shape  # x [B, T, 5120] for Nemo
-        H, Hkv, D = self.args.n_heads, self.args.n_kv_heads, self.args.head_dim  # 32, 8, 128 for Nemo
-        q = self.wq(x).view(B, T, H, D)
-        k = self.wk(x).view(B, T, Hkv, D)
-        v = self.wv(x).view(B, T, Hkv, D)
-        q, k = apply_rotary(q, p.cos, p.sin), apply_rotary(k, p.cos, p.sin)
-        if p.q_scale is not None:
-            q = (q.float() * p.q_scale[:, :, None, None]).type_as(q)
-        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, heads, T, D]
+    def forward(self, x: torch.Tensor, meta: Batch, cache: LayerCache | None) -> torch.Tensor:
+        B, T, _ = x.shape  # x [B, T, 5120]
+        H, Hkv, D = self.args.n_heads, self.args.n_kv_heads, self.args.head_dim  # 32, 8, 128
+        q = self.wq(x).view(B, T, H, D)  # [B, T, 32, 128]
+        k = self.wk(x).view(B, T, Hkv, D)  # [B, T, 8, 128]
+        v = self.wv(x).view(B, T, Hkv, D)  # [B, T, 8, 128]
+        q, k = apply_rotary(q, meta.cos, meta.sin), apply_rotary(k, meta.cos, meta.sin)
+        if meta.q_scale is not None:
+            q = (q.float() * meta.q_scale[:, :, None, None]).type_as(q)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, 32, T, 128], [B, 8, T, 128] x 2
 
         if cache is not None:
-            _write_cache(cache, k, v, p)
-        out = self._attend(q, k, v, cache, p)  # [B, H, T, D]
-        return self.wo(out.transpose(1, 2).reshape(B, T, H * D))
+            _write_cache(cache, k, v, meta)
+        out = self._attend(q, k, v, cache, meta)  # [B, 32, T, 128]
+        return self.wo(out.transpose(1, 2).reshape(B, T, H * D))  # [B, T, 4096] -> [B, T, 5120]
 
 
-def _triton_attention(kernel, q, k, v, cache, p: Batch) -> torch.Tensor:
+def _triton_attention(kernel, q, k, v, cache: LayerCache | None, meta: Batch) -> torch.Tensor:
     """The Triton kernels (kernels/attention.py): they read each row's own keys from the cache."""
     if cache is None:  # the chunk is its own cache: rows 0..B-1, positions from 0
-        if p.same_start != 0:
+        if meta.same_start != 0:
             raise ValueError("the triton backend without a KV cache needs start_pos == 0")
-        return kernel(q, k, v, p.start, window=p.window)
+        return kernel(q, k, v, meta.start, window=meta.window)
     # The whole cache, read in place through the row index.
-    return kernel(q, *cache, p.start, rows=p.rows, window=p.window, max_len=p.kv_len)
+    return kernel(q, *cache, meta.start, rows=meta.rows, window=meta.window, max_len=meta.kv_len)
 
 
-def _torch_attention(core: Callable, q, k, v, cache, p: Batch) -> torch.Tensor:
+def _torch_attention(core: Callable, q, k, v, cache: LayerCache | None, meta: Batch) -> torch.Tensor:
     """A torch path: ``core(qg, k, v, mask)`` over the cache's keys, the GQA group folded into the
     query axis (``[B, Hkv, n_rep * T, D]``)."""
     if cache is not None:
-        k, v = _read_cache(cache, p)  # keys of positions 0..kv_len-1
+        k, v = _read_cache(cache, meta)  # keys of positions 0..kv_len-1: [B, 8, kv_len, 128]
     B, H, T, D = q.shape
     n_kv = k.shape[1]
-    qg = q.reshape(B, n_kv, (H // n_kv) * T, D)  # query head h = kv * n_rep + g, as in checkpoints
-    return core(qg, k, v, p.mask).reshape(B, H, T, D)
+    qg = q.reshape(B, n_kv, (H // n_kv) * T, D)  # [B, 8, 4 T, 128]: head h = kv * n_rep + g
+    return core(qg, k, v, meta.mask).reshape(B, H, T, D)
 
 
 def _sdpa(qg, k, v, mask: torch.Tensor | None) -> torch.Tensor:
@@ -235,25 +143,25 @@ def _eager(qg, k, v, mask: torch.Tensor | None) -> torch.Tensor:
     return (scores.softmax(-1) @ v.float()).type_as(qg)
 
 
-def _write_cache(cache, k: torch.Tensor, v: torch.Tensor, p: Batch) -> None:
+def _write_cache(cache: LayerCache, k: torch.Tensor, v: torch.Tensor, meta: Batch) -> None:
     """Store this chunk's keys/values [B, Hkv, T, D] at their rows and positions."""
     k_cache, v_cache = cache
     T = k.shape[2]
-    if p.row_run is not None and p.same_start is not None:  # one slice: no index tensors
-        s = p.same_start
-        k_cache[p.row_run, :, s : s + T] = k
-        v_cache[p.row_run, :, s : s + T] = v
+    if meta.row_run is not None and meta.same_start is not None:  # one slice: no index tensors
+        s = meta.same_start
+        k_cache[meta.row_run, :, s : s + T] = k
+        v_cache[meta.row_run, :, s : s + T] = v
         return
     # Rows at different positions: one index_copy_ into the cache seen as [N * Hkv * S, D] rows
     # (an advanced-index assignment k_cache[rows, :, pos] = ... is ~25x slower on a CPU).
     _, Hkv, S, D = k_cache.shape
     heads = torch.arange(Hkv, device=k.device)
-    idx = ((p.rows[:, None, None] * Hkv + heads[None, :, None]) * S + p.pos[:, None, :]).reshape(-1)
+    idx = ((meta.rows[:, None, None] * Hkv + heads[None, :, None]) * S + meta.pos[:, None, :]).reshape(-1)
     k_cache.view(-1, D).index_copy_(0, idx, k.reshape(-1, D))
     v_cache.view(-1, D).index_copy_(0, idx, v.reshape(-1, D))
 
 
-def _read_cache(cache, p: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+def _read_cache(cache: LayerCache, meta: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     """Keys/values of positions 0..kv_len-1 of the batch's rows, for the torch paths.
 
     A view when the rows are a contiguous run of the cache (the engine keeps its live rows so);
@@ -262,9 +170,9 @@ def _read_cache(cache, p: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     The Triton kernels read only each row's own keys.
     """
     k_cache, v_cache = cache
-    if p.row_run is not None:
-        return k_cache[p.row_run, :, : p.kv_len], v_cache[p.row_run, :, : p.kv_len]
-    return k_cache[p.rows, :, : p.kv_len], v_cache[p.rows, :, : p.kv_len]
+    if meta.row_run is not None:
+        return k_cache[meta.row_run, :, : meta.kv_len], v_cache[meta.row_run, :, : meta.kv_len]
+    return k_cache[meta.rows, :, : meta.kv_len], v_cache[meta.rows, :, : meta.kv_len]
 
 
 class FeedForward(nn.Module):
@@ -277,7 +185,7 @@ class FeedForward(nn.Module):
         self.w3 = nn.Linear(args.dim, args.hidden_dim, bias=False, device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))  # [B, T, 5120] -> [B, T, 14336] -> [B, T, 5120]
 
 
 class TransformerBlock(nn.Module):
@@ -290,15 +198,18 @@ class TransformerBlock(nn.Module):
         self.attention_norm = RMSNorm(args.dim, args.norm_eps, device=device, dtype=dtype)
         self.ffn_norm = RMSNorm(args.dim, args.norm_eps, device=device, dtype=dtype)
 
-    def forward(
-        self, x: torch.Tensor, p: Batch, cache: tuple[torch.Tensor, torch.Tensor] | None
-    ) -> torch.Tensor:
-        h = x + self.attention(self.attention_norm(x), p, cache)  # [B, T, dim]
-        return h + self.feed_forward(self.ffn_norm(h))
+    def forward(self, x: torch.Tensor, meta: Batch, cache: LayerCache | None) -> torch.Tensor:
+        h = x + self.attention(self.attention_norm(x), meta, cache)  # [B, T, 5120]
+        return h + self.feed_forward(self.ffn_norm(h))  # [B, T, 5120]
 
 
 class Transformer(nn.Module):
     """Token embeddings, ``n_layers`` blocks, a final RMSNorm and an (untied) output projection."""
+
+    # Set by whoever fills the weights (demo.py, checkpoint/load.py for a make-checkpoint output);
+    # the CLI and the server label every output of a random-weight model with it.
+    random_weights: bool
+    tp: object | None  # where a tensor-parallel shard sits (tp.TPInfo, set by tp.parallelize)
 
     def __init__(
         self,
@@ -313,16 +224,15 @@ class Transformer(nn.Module):
             raise ValueError(f"attn_backend must be one of {ATTN_BACKENDS}, got {attn_backend!r}")
         self.args = args
         kw = {"device": device, "dtype": dtype}
-        self.tok_embeddings = nn.Embedding(args.vocab_size, args.dim, **kw)
+        self.tok_embeddings = nn.Embedding(args.vocab_size, args.dim, **kw)  # [131072, 5120]
         self.layers = nn.ModuleList(TransformerBlock(args, attn_backend, **kw) for _ in range(args.n_layers))
         self.norm = RMSNorm(args.dim, args.norm_eps, **kw)
-        self.output = nn.Linear(args.dim, args.vocab_size, bias=False, **kw)
+        self.output = nn.Linear(args.dim, args.vocab_size, bias=False, **kw)  # [131072, 5120]
         if args.tied_embeddings:
             self.output.weight = self.tok_embeddings.weight
-        # Set by whoever fills the weights (demo.py, checkpoint/load.py for a make-checkpoint output);
-        # the CLI and the server label every output of a random-weight model with it.
-        self.random_weights: bool = False
-        self._rope: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.random_weights = False
+        self.tp = None
+        self.rope = RopeTables(args)  # cos/sin, built on first use on the tokens' device
 
     @property
     def attn_backend(self) -> str:
@@ -344,22 +254,6 @@ class Transformer(nn.Module):
         heads = self.layers[0].attention.args  # a tensor-parallel rank's own heads (tp.py)
         return KVCache.allocate(heads, max_batch, max_len, w.dtype, w.device)
 
-    def _rope_tables(self, length: int, needed: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos/sin tables; ``length`` is the context in use: the cache length, or without a cache the
-        positions of this call (dynamic NTK's frequencies depend on it, as in transformers, where a
-        forward over L positions scales for L)."""
-        dynamic = self.args.rope_scaling.rope_type == "dynamic"
-        r = self._rope
-        fits = (
-            r is not None
-            and r[0].device == device
-            and (r[0].shape[0] == length if dynamic else r[0].shape[0] >= needed)
-        )
-        if not fits:
-            cos, sin = rope_table(self.args, length if dynamic else max(length, needed))
-            self._rope = (cos.to(device), sin.to(device))
-        return self._rope
-
     @torch.inference_mode()
     def forward(
         self,
@@ -380,37 +274,8 @@ class Transformer(nn.Module):
         Positions and rows are host values: pass Python ints/lists (the engine does). A tensor
         is read back once per call, before any layer runs (on a GPU, a device-to-host sync).
         """
-        if tokens.dim() != 2:
-            raise ValueError(f"tokens must be [batch, seq], got shape {tuple(tokens.shape)}")
-        B, T = tokens.shape
-        starts = _host_ints(start_pos, B, "start_pos")
-        row_list = list(range(B)) if rows is None else _host_ints(rows, None, "rows")
-        if len(row_list) != B:
-            raise ValueError(f"rows must name {B} cache rows, got {len(row_list)}")
-        end = max(starts) + T
-        limit = cache.max_len if cache is not None else self.args.max_positions
-        if min(starts) < 0 or end > limit:
-            raise ValueError(f"positions must lie in [0, {limit}); this call reaches {end}")
-        if cache is not None and (min(row_list) < 0 or max(row_list) >= cache.max_batch):
-            raise ValueError(f"the KV cache has rows 0..{cache.max_batch - 1}; this call uses {row_list}")
-        device = tokens.device
-        start = torch.tensor(starts, dtype=torch.long, device=device)
-        r0 = row_list[0]
-        batch = Batch(
-            start=start,
-            pos=start[:, None] + torch.arange(T, device=device),
-            rows=torch.tensor(row_list, dtype=torch.long, device=device),
-            row_run=slice(r0, r0 + B) if row_list == list(range(r0, r0 + B)) else None,
-            kv_len=end,
-            same_start=starts[0] if len(set(starts)) == 1 else None,
-            cached=cache is not None,
-            window=self.args.sliding_window,
-        )
-        # The rope table spans the context in use: the cache, or this call's positions without one
-        # (dynamic NTK scales for it, as transformers does for a forward over L positions).
-        return self._forward(
-            tokens, batch, cache, last_only, rope_len=cache.max_len if cache is not None else end
-        )
+        meta = Batch.build(tokens, start_pos, rows, cache, self.args, self.rope, self._masked)
+        return self._logits(tokens, meta, cache, last_only)
 
     @torch.inference_mode()
     def decode_step(self, tokens: torch.Tensor, start: torch.Tensor, cache: KVCache) -> torch.Tensor:
@@ -425,34 +290,25 @@ class Transformer(nn.Module):
         N = cache.max_batch
         if tokens.shape != (N, 1) or start.shape != (N,):
             raise ValueError(f"decode_step takes tokens [{N}, 1] and start [{N}], got {tuple(tokens.shape)}")
-        batch = Batch(
-            start=start,
-            pos=start[:, None],
-            rows=torch.arange(N, device=start.device),
-            row_run=slice(0, N),
-            kv_len=cache.max_len,
-            same_start=None,
-            cached=True,
-            window=self.args.sliding_window,
-        )
-        return self._forward(tokens, batch, cache, False, rope_len=cache.max_len)[:, 0]
+        meta = Batch.decode(start, cache, self.args, self.rope, self._masked)
+        return self._logits(tokens, meta, cache, last_only=False)[:, 0]
 
-    def _forward(
-        self, tokens: torch.Tensor, batch: Batch, kv: KVCache | None, last_only: bool, rope_len: int
+    @property
+    def _masked(self) -> bool:
+        """The torch attention paths take a boolean mask; the Triton kernels mask by position."""
+        return self.attn_backend != "triton"
+
+    def _logits(
+        self, tokens: torch.Tensor, meta: Batch, cache: KVCache | None, last_only: bool
     ) -> torch.Tensor:
-        """The layers, top to bottom, for a batch whose metadata is already built."""
-        if self.attn_backend != "triton":
-            batch.mask = causal_mask(batch, self.args.n_rep)
-        cos_t, sin_t = self._rope_tables(rope_len, batch.kv_len, tokens.device)
-        batch.cos, batch.sin = cos_t[batch.pos], sin_t[batch.pos]  # [B, T, head_dim / 2]
-        batch.q_scale = llama4_q_scale(self.args, batch.pos)
-
-        h = self.tok_embeddings(tokens)  # [B, T, dim]
-        for i, layer in enumerate(self.layers):
-            h = layer(h, batch, (kv.k[i], kv.v[i]) if kv is not None else None)
+        """The network itself, top to bottom, once the call's metadata is built."""
+        h = self.tok_embeddings(tokens)  # [B, T, 5120]
+        layer_caches = cache.layers() if cache is not None else [None] * len(self.layers)
+        for layer, layer_cache in zip(self.layers, layer_caches, strict=True):
+            h = layer(h, meta, layer_cache)  # [B, T, 5120]
         if last_only:
-            h = h[:, -1:]
-        return self.output(self.norm(h)).float()  # [B, T, vocab] float32
+            h = h[:, -1:]  # [B, 1, 5120]
+        return self.output(self.norm(h)).float()  # [B, T, 131072] float32
 
     def init_random(self, seed: int = 0, std: float = 0.02) -> Transformer:
         """Deterministic random weights (normal(0, std); norms 1), identical on every machine."""

@@ -122,6 +122,36 @@ def rope_table(args: ModelArgs, max_len: int) -> tuple[torch.Tensor, torch.Tenso
     return angles.cos() * attn, angles.sin() * attn
 
 
+class RopeTables:
+    """One model's cos/sin tables, built on first use and kept while they serve.
+
+    ``context`` is the context in use: the KV cache's length, or without a cache the end of the
+    call's positions. A table covers it, so a cache's table is built once, not per step. Dynamic
+    NTK's frequencies depend on the context (as transformers', where a forward over L positions
+    scales for L): its table is rebuilt whenever the context changes. Any other scheme's table
+    holds the same values whatever its length and serves every call it reaches.
+    """
+
+    def __init__(self, args: ModelArgs):
+        self.args = args
+        self._table: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def at(self, pos: torch.Tensor, context: int, reach: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin at ``pos`` ([B, T] -> [B, T, head_dim/2], [B, T, 64] for Nemo), for a call
+        whose positions end before ``reach`` in a context of ``context`` positions."""
+        dynamic = self.args.rope_scaling.rope_type == "dynamic"
+        t = self._table
+        fits = (
+            t is not None
+            and t[0].device == pos.device
+            and (t[0].shape[0] == context if dynamic else t[0].shape[0] >= reach)
+        )
+        if not fits:
+            cos, sin = rope_table(self.args, context if dynamic else max(context, reach))
+            self._table = t = (cos.to(pos.device), sin.to(pos.device))
+        return t[0][pos], t[1][pos]
+
+
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate interleaved pairs (x[2i], x[2i+1]) of ``x`` [B, T, H, D] in float32.
 

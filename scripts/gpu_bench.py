@@ -392,7 +392,7 @@ def bench_splits(b: Bench, copy_bw: float) -> list[dict]:
     last = torch.full((1,), S - 1, device=b.dev)
     kv_bytes = 2 * k.numel() * k.element_size()
     rows = []
-    default = A.decode_max_splits(Hkv, A._sm_count(b.dev))
+    default = A.decode_max_splits(Hkv, A.sm_count(b.dev))
     for max_splits in sorted({*b.sizes.split_sweep, default}):
         t = b.ms(lambda m=max_splits: A.decode_attention(q, k, v, last, max_splits=m))
         gb_s = kv_bytes / t / 1e6
