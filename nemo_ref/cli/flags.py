@@ -1,6 +1,10 @@
-"""The model flags every command shares (``--checkpoint``, ``--preset``, ``--dtype``...) and the loader
-they drive: one module, imported by ``cli.py`` and by the subcommands in their own modules
-(``server/cli_serve.py``, ``cli_compare.py``), so no subcommand imports the CLI's entry point.
+"""The flags several commands share and the loader they drive: the model's (``--checkpoint``,
+``--preset``, ``--dtype``, ``--device``, ``--attn-backend``...: generate, serve, compare), the prompt's
+(``--chat``, ``--system``: generate, compare) and the sampler's (``--sampler``: generate, serve).
+
+Every subcommand module imports this one, and none imports another subcommand or the package's
+``main``. Torch is the only heavy import here; checkpoints, tokenizers and the tensor-parallel
+machinery load when a command runs.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from typing import Any
 
 import torch
 
-from .backends import default_attn_backend
+from ..backends import default_attn_backend
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
@@ -32,12 +36,31 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_prompt_args(p: argparse.ArgumentParser) -> None:
+    """``--chat`` and ``--system``: the prompt positional goes in as a user message (prompt_from_args)."""
+    p.add_argument("--chat", action="store_true", help="send the prompt as a user chat message")
+    p.add_argument("--system", default=None, help="a system prompt (implies --chat)")
+
+
+def prompt_from_args(args: argparse.Namespace) -> str | list[dict[str, str]]:
+    """The prompt as ``encode_prompt`` takes it: the text, or chat messages under --chat/--system."""
+    if not (args.chat or args.system):
+        return args.prompt
+    system = [{"role": "system", "content": args.system}] if args.system else []
+    return [*system, {"role": "user", "content": args.prompt}]
+
+
+def add_sampler_arg(p: argparse.ArgumentParser) -> None:
+    """``--sampler``: None leaves the choice to the engine (backends.default_sampler)."""
+    p.add_argument("--sampler", choices=("torch", "triton"), default=None, help="default: triton on CUDA")
+
+
 def model_from_args(args: argparse.Namespace) -> tuple[Any, str | None]:
     """(model, random-weights notice or None); under torchrun, this rank's shard (tp.py). A bad
     preset or checkpoint raises ValueError (ConfigError, CheckpointError) with a message naming it."""
     import torch.distributed as dist
 
-    from .demo import DEFAULT_PRESET, embedded_model, notice
+    from ..demo import DEFAULT_PRESET, embedded_model, notice
 
     tp = dist.is_available() and dist.is_initialized()
     cuda = torch.cuda.is_available()
@@ -50,9 +73,9 @@ def model_from_args(args: argparse.Namespace) -> tuple[Any, str | None]:
     backend = args.attn_backend or default_attn_backend(device)
     if args.checkpoint:
         if tp:
-            from .tp_load import load_model_tp as load_model
+            from ..tp_load import load_model_tp as load_model
         else:
-            from .checkpoint import load_model
+            from ..checkpoint import load_model
 
         model = load_model(args.checkpoint, dtype=dtype, device=device, attn_backend=backend)
         warning = None
@@ -62,7 +85,7 @@ def model_from_args(args: argparse.Namespace) -> tuple[Any, str | None]:
     preset = args.preset or DEFAULT_PRESET
     model = embedded_model(preset, args.weights_seed, dtype=dtype, device=device, attn_backend=backend)
     if tp:
-        from .tp import shard_model
+        from ..tp import shard_model
 
         model = shard_model(model)
     return model, notice(preset, args.weights_seed)
@@ -75,7 +98,7 @@ def load_from_args(args: argparse.Namespace) -> tuple[Any, Any, str | None]:
     The tokenizer is the checkpoint's own file, else the one mistral-common bundles for the model's
     vocabulary (Tekken for Nemo's 131072 ids, SentencePiece v3 for 32768, v1 for 32000).
     """
-    from .tokenizer import load_tokenizer
+    from ..tokenizer import load_tokenizer
 
     model, warning = model_from_args(args)
     if args.checkpoint:
@@ -88,7 +111,7 @@ def load_from_args(args: argparse.Namespace) -> tuple[Any, Any, str | None]:
             f"model's vocabulary of {model.args.vocab_size} ids"
         )
     if getattr(model, "tp", None) is not None:  # the other ranks run each call too (tp_driver.py)
-        from .tp_driver import TPDriver, exit_on_failure
+        from ..tp_driver import TPDriver, exit_on_failure
 
         model = TPDriver(model, on_failure=exit_on_failure)
     return model, tokenizer, warning

@@ -1,0 +1,189 @@
+"""The import graph of nemo_ref: its cycles and its upward imports (docs/architecture.md).
+
+    python scripts/import_graph.py            # cycles and upward imports; exit 1 if there is either
+    python scripts/import_graph.py --edges    # also every edge, one "importer -> imported" a line
+
+The graph is read from the source with ``ast`` (nothing is imported): every ``import`` and ``from
+... import`` in nemo_ref/ and kernels/ (installed as nemo_ref.kernels), at module level or inside a
+function (a lazy import is still a dependency). ``from pkg import name`` is an edge to the module
+``pkg.name`` when that is a module, else to ``pkg`` itself (its ``__init__``); a module's parent
+packages are not counted as its imports.
+
+A **cycle** is a strongly connected set of two or more modules; each is printed with one path that
+goes round it. An **upward import** is one from a lower layer into a higher one of ``LAYERS`` (the
+dependency rule: the core knows nothing of the faces built on it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+from collections.abc import Iterator
+from itertools import pairwise
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = "nemo_ref"
+SOURCES = {PACKAGE: ROOT / "nemo_ref", f"{PACKAGE}.kernels": ROOT / "kernels"}  # pyproject's package-dir
+
+# The dependency rule, lowest layer first, by the first name below nemo_ref. A module may import
+# from its own layer and the ones below it, never from one above.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("config", "backends", "rope", "sampling", "chat_messages", "family"),  # facts and the sampling spec
+    ("kernels", "model", "tokenizer", "checkpoint", "demo", "tp", "tp_load"),  # the model and its files
+    ("sequence", "constraint", "structured", "engine", "request", "generate", "tp_driver", "compare"),
+    ("server", "probe"),  # the HTTP faces
+    ("cli", "__main__", "__init__"),  # the command line; the package's public re-exports
+)
+
+
+def modules() -> dict[str, Path]:
+    """Every module's dotted name -> its file (a package is its ``__init__.py``)."""
+    found: dict[str, Path] = {}
+    for prefix, folder in SOURCES.items():
+        for path in sorted(folder.rglob("*.py")):
+            parts = list(path.relative_to(folder).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            found[".".join([prefix, *parts])] = path
+    return found
+
+
+def _resolve(importer: str, is_package: bool, node: ast.ImportFrom) -> str:
+    """The absolute module a ``from X import ...`` names (``X`` resolved against ``importer``)."""
+    if node.level == 0:
+        return node.module or ""
+    base = importer.split(".")
+    if not is_package:
+        base.pop()
+    base = base[: len(base) - (node.level - 1)]
+    return ".".join([*base, node.module] if node.module else base)
+
+
+def imports(name: str, path: Path, known: dict[str, Path]) -> Iterator[tuple[str, int]]:
+    """(imported nemo_ref module, line) for every import in one file."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    is_package = path.name == "__init__.py"
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name in known:
+                    yield alias.name, node.lineno
+        elif isinstance(node, ast.ImportFrom):
+            target = _resolve(name, is_package, node)
+            for alias in node.names:
+                sub = f"{target}.{alias.name}"
+                if sub in known:
+                    yield sub, node.lineno
+                elif target in known:
+                    yield target, node.lineno
+
+
+def graph() -> dict[str, dict[str, int]]:
+    """importer -> {imported: first line}, nemo_ref's modules only."""
+    known = modules()
+    edges: dict[str, dict[str, int]] = {m: {} for m in known}
+    for name, path in known.items():
+        for target, line in imports(name, path, known):
+            if target != name:
+                edges[name].setdefault(target, line)
+    return edges
+
+
+def cycles(edges: dict[str, dict[str, int]]) -> list[list[str]]:
+    """The strongly connected sets of two or more modules (Tarjan), each as one closed path."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:  # recursion depth is bounded by the number of modules (~100)
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in edges[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(_closed_path(sorted(component), edges))
+
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def _closed_path(component: list[str], edges: dict[str, dict[str, int]]) -> list[str]:
+    """A shortest path from the component's first module back to itself, inside the component."""
+    start, members = component[0], set(component)
+    previous: dict[str, str] = {}
+    frontier = [start]
+    while frontier:
+        nxt = []
+        for v in frontier:
+            for w in sorted(edges[v]):
+                if w == start:
+                    path = [start]
+                    while v != start:
+                        path.append(v)
+                        v = previous[v]
+                    return [start, *reversed(path[1:]), start]
+                if w in members and w not in previous:
+                    previous[w] = v
+                    nxt.append(w)
+        frontier = nxt
+    raise AssertionError(f"{component} is not strongly connected")
+
+
+def layer(module: str) -> int:
+    head = module.split(".")[1] if "." in module else "__init__"
+    for i, names in enumerate(LAYERS):
+        if head in names:
+            return i
+    raise SystemExit(f"scripts/import_graph.py: {module} is in no layer of LAYERS; add its name there")
+
+
+def upward(edges: dict[str, dict[str, int]]) -> list[tuple[str, str, int]]:
+    """(importer, imported, line) where the imported module's layer is above the importer's."""
+    return [
+        (a, b, line) for a in sorted(edges) for b, line in sorted(edges[a].items()) if layer(b) > layer(a)
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--edges", action="store_true", help="also print every edge")
+    args = ap.parse_args(argv)
+    edges = graph()
+    known = modules()
+    if args.edges:
+        for a in sorted(edges):
+            for b, line in sorted(edges[a].items()):
+                print(f"{a} -> {b}  ({known[a].relative_to(ROOT)}:{line})")
+    found = cycles(edges)
+    ups = upward(edges)
+    n_edges = sum(len(v) for v in edges.values())
+    print(f"{len(edges)} modules, {n_edges} imports: {len(found)} cycle(s), {len(ups)} upward import(s)")
+    for path in found:
+        steps = [f"{a} -> {b} ({known[a].relative_to(ROOT)}:{edges[a][b]})" for a, b in pairwise(path)]
+        print("cycle: " + "; ".join(steps))
+    for a, b, line in ups:
+        print(f"upward: {a} -> {b} ({known[a].relative_to(ROOT)}:{line}; layer {layer(a)} -> {layer(b)})")
+    return 1 if found or ups else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
