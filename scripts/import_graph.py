@@ -11,7 +11,9 @@ packages are not counted as its imports.
 
 A **cycle** is a strongly connected set of two or more modules; each is printed with one path that
 goes round it. An **upward import** is one from a lower layer into a higher one of ``LAYERS`` (the
-dependency rule: the core knows nothing of the faces built on it).
+dependency rule: the core knows nothing of the faces built on it). A module in no layer is an error
+too (it could hide an upward import). Imports of a module's own package ``__init__`` are listed as
+notes. Exit status 1 if there is a cycle, an upward import or an unlayered module.
 """
 
 from __future__ import annotations
@@ -148,18 +150,32 @@ def _closed_path(component: list[str], edges: dict[str, dict[str, int]]) -> list
     raise AssertionError(f"{component} is not strongly connected")
 
 
-def layer(module: str) -> int:
+def layer(module: str) -> int | None:
+    """The module's index in LAYERS (by its first name below nemo_ref), None if it is in none."""
     head = module.split(".")[1] if "." in module else "__init__"
-    for i, names in enumerate(LAYERS):
-        if head in names:
-            return i
-    raise SystemExit(f"scripts/import_graph.py: {module} is in no layer of LAYERS; add its name there")
+    return next((i for i, names in enumerate(LAYERS) if head in names), None)
 
 
 def upward(edges: dict[str, dict[str, int]]) -> list[tuple[str, str, int]]:
     """(importer, imported, line) where the imported module's layer is above the importer's."""
+    found = []
+    for a in sorted(edges):
+        for b, line in sorted(edges[a].items()):
+            la, lb = layer(a), layer(b)
+            if la is not None and lb is not None and lb > la:
+                found.append((a, b, line))
+    return found
+
+
+def into_own_package(edges: dict[str, dict[str, int]]) -> list[tuple[str, str, int]]:
+    """(module, package, line) where a module imports its own package's ``__init__``: not wrong in
+    itself, but the start of a cycle as soon as that ``__init__`` imports the module back. A
+    ``__main__`` that runs its package's ``main`` is what it is for, and not listed."""
     return [
-        (a, b, line) for a in sorted(edges) for b, line in sorted(edges[a].items()) if layer(b) > layer(a)
+        (a, b, line)
+        for a in sorted(edges)
+        for b, line in sorted(edges[a].items())
+        if a.startswith(b + ".") and not a.endswith(".__main__")
     ]
 
 
@@ -168,21 +184,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--edges", action="store_true", help="also print every edge")
     args = ap.parse_args(argv)
     edges = graph()
-    known = modules()
+    where = {m: path.relative_to(ROOT) for m, path in modules().items()}
     if args.edges:
         for a in sorted(edges):
             for b, line in sorted(edges[a].items()):
-                print(f"{a} -> {b}  ({known[a].relative_to(ROOT)}:{line})")
-    found = cycles(edges)
-    ups = upward(edges)
+                print(f"{a} -> {b}  ({where[a]}:{line})")
+    found, ups = cycles(edges), upward(edges)
+    unlayered = sorted(m for m in edges if layer(m) is None)
     n_edges = sum(len(v) for v in edges.values())
     print(f"{len(edges)} modules, {n_edges} imports: {len(found)} cycle(s), {len(ups)} upward import(s)")
     for path in found:
-        steps = [f"{a} -> {b} ({known[a].relative_to(ROOT)}:{edges[a][b]})" for a, b in pairwise(path)]
-        print("cycle: " + "; ".join(steps))
+        print("cycle: " + "; ".join(f"{a} -> {b} ({where[a]}:{edges[a][b]})" for a, b in pairwise(path)))
     for a, b, line in ups:
-        print(f"upward: {a} -> {b} ({known[a].relative_to(ROOT)}:{line}; layer {layer(a)} -> {layer(b)})")
-    return 1 if found or ups else 0
+        print(f"upward: {a} -> {b} ({where[a]}:{line}; layer {layer(a)} -> {layer(b)})")
+    for m in unlayered:
+        print(f"unlayered: {m} ({where[m]}): add its name to a layer of LAYERS in scripts/import_graph.py")
+    for a, package, line in into_own_package(edges):
+        print(f"note: {a} imports its own package {package}'s __init__ ({where[a]}:{line})")
+    return 1 if found or ups or unlayered else 0
 
 
 if __name__ == "__main__":
