@@ -67,3 +67,34 @@ def test_import_graph_finds_cycles_and_upward_imports():
     ]
     assert graph.upward(edges) == [("nemo_ref.server.app", "nemo_ref.cli.flags", 7)]
     assert graph.into_own_package(edges) == [("nemo_ref.cli.flags", "nemo_ref.cli", 3)]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["generate", "hi", "--explain", "-1"], "--explain must be >= 0"),
+        (
+            ["generate", "hi", "--device", "bogus"],
+            "--device 'bogus' is not a device: Expected one of cpu, cuda",
+        ),
+        (["compare", "hi", "--device", "cuda:0"], "--device cuda:0: CUDA is not available here"),
+        (
+            ["generate", "hi", "--device", "cpu", "--sampler", "triton"],
+            "--sampler triton needs a CUDA device",
+        ),
+        (
+            ["compare", "hi", "--device", "cpu", "--attn-backend", "triton"],
+            "--attn-backend triton needs a CUDA",
+        ),
+        (["serve", "--port", "65536"], "--port must be in [0, 65535]"),
+        (["serve", "--device", "bogus"], "--device 'bogus' is not a device"),
+    ],
+)
+def test_bad_device_and_range_flags_are_refused_before_any_model_is_built(argv, message, capsys, monkeypatch):
+    pytest.importorskip("uvicorn")  # serve checks its extra first
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # the kernels' CPU mode, set by conftest.py
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    monkeypatch.setattr("nemo_ref.demo.embedded_model", None)  # building a model would fail loudly
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {message}") and err.count("\n") == 1, err

@@ -10,6 +10,7 @@ machinery load when a command runs.
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 import torch
@@ -55,16 +56,42 @@ def add_sampler_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sampler", choices=("torch", "triton"), default=None, help="default: triton on CUDA")
 
 
+def device_from_args(args: argparse.Namespace) -> str:
+    """The device ``--device`` names (default: cuda if available, else cpu), checked before anything
+    is built: ValueError naming the flag if torch cannot use that device here, or if ``--attn-backend
+    triton`` / ``--sampler triton`` asks for the kernels off CUDA (there they run only in Triton's
+    interpreter, TRITON_INTERPRET=1, as the tests run them)."""
+    cuda = torch.cuda.is_available()
+    device = args.device or ("cuda" if cuda else "cpu")
+    try:
+        where = torch.device(device)
+    except RuntimeError as e:
+        raise ValueError(f"--device {device!r} is not a device: {e}") from None
+    if where.type == "cuda" and not cuda:
+        raise ValueError(f"--device {device}: CUDA is not available here; use --device cpu")
+    if where.type == "cuda" and where.index is not None and where.index >= torch.cuda.device_count():
+        raise ValueError(
+            f"--device {device}: the CUDA device index must be in [0, {torch.cuda.device_count()})"
+        )
+    if where.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        for flag in ("attn_backend", "sampler"):
+            if getattr(args, flag, None) == "triton":
+                raise ValueError(
+                    f"--{flag.replace('_', '-')} triton needs a CUDA device; on {where.type} the kernels "
+                    "run only in Triton's interpreter (set TRITON_INTERPRET=1)"
+                )
+    return device
+
+
 def model_from_args(args: argparse.Namespace) -> tuple[Any, str | None]:
     """(model, random-weights notice or None); under torchrun, this rank's shard (tp.py). A bad
-    preset or checkpoint raises ValueError (ConfigError, CheckpointError) with a message naming it."""
+    device, preset or checkpoint raises ValueError (ConfigError, CheckpointError) naming it."""
     import torch.distributed as dist
 
     from ..demo import DEFAULT_PRESET, embedded_model, notice
 
     tp = dist.is_available() and dist.is_initialized()
-    cuda = torch.cuda.is_available()
-    device = args.device or ("cuda" if cuda else "cpu")
+    device = device_from_args(args)
     if tp and device == "cuda":
         device = f"cuda:{torch.cuda.current_device()}"  # init_from_env set LOCAL_RANK's device
     dtype = (

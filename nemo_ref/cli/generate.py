@@ -81,6 +81,9 @@ def run(args: argparse.Namespace) -> int:
     from ..request import encode_prompt
     from ..sampling.params import ParamError
 
+    if args.explain < 0:
+        print("error: --explain must be >= 0", file=sys.stderr)
+        return 2
     try:
         model, tok, warning = load_from_args(args)
     except ValueError as e:  # ConfigError, CheckpointError, a tokenizer that does not fit

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .flags import add_model_args, add_sampler_arg, load_from_args
+from .flags import add_model_args, add_sampler_arg, device_from_args, load_from_args
 
 DEFAULT_MAX_MODEL_LEN = 8192  # KV cache rows x this many positions are allocated up front
 API_KEY_ENV = "NEMO_REF_API_KEY"
@@ -140,7 +140,11 @@ def run(args: argparse.Namespace) -> int:
     if args.max_model_len is not None and args.max_model_len < 2:
         print("error: --max-model-len must be >= 2", file=sys.stderr)
         return 2
+    if not 0 <= args.port <= 65535:
+        print("error: --port must be in [0, 65535]", file=sys.stderr)
+        return 2
     try:
+        device_from_args(args)  # the model loads in the background: a bad device is refused here
         limits = _limits(args)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
