@@ -2,9 +2,9 @@
 ``--preset``, ``--dtype``, ``--device``, ``--attn-backend``...: generate, serve, compare), the prompt's
 (``--chat``, ``--system``: generate, compare) and the sampler's (``--sampler``: generate, serve).
 
-Every subcommand module imports this one, and none imports another subcommand or the package's
-``main``. Torch is the only heavy import here; checkpoints, tokenizers and the tensor-parallel
-machinery load when a command runs.
+The subcommand modules import this one (probe, which runs no model, does not); none imports another
+subcommand or the package's ``main``. Torch is the only heavy import here; checkpoints, tokenizers and
+the tensor-parallel machinery load when a command runs.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from ..backends import default_attn_backend
+from ..model import ATTN_BACKENDS
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
@@ -32,9 +33,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--weights-seed", type=int, default=0, help="seed of the embedded random weights")
     g.add_argument("--dtype", choices=DTYPES, default=None, help="default: bf16 on CUDA, else fp32")
     g.add_argument("--device", default=None, help="default: cuda if available, else cpu")
-    g.add_argument(
-        "--attn-backend", choices=("sdpa", "eager", "triton"), default=None, help="default: triton on CUDA"
-    )
+    g.add_argument("--attn-backend", choices=ATTN_BACKENDS, default=None, help="default: triton on CUDA")
 
 
 def add_prompt_args(p: argparse.ArgumentParser) -> None:

@@ -17,7 +17,6 @@ from .flags import add_model_args, add_sampler_arg, device_from_args, load_from_
 DEFAULT_MAX_MODEL_LEN = 8192  # KV cache rows x this many positions are allocated up front
 API_KEY_ENV = "NEMO_REF_API_KEY"
 
-
 HELP = "OpenAI-compatible HTTP server (embedded random-weight model unless --checkpoint)"
 DESCRIPTION = """\
 Serve /v1/chat/completions, /v1/completions, /v1/models, /health, /tokenize and /detokenize with
@@ -99,6 +98,20 @@ def _add_limit_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _check(args: argparse.Namespace) -> None:
+    """ValueError naming the flag and its range, for a flag the server would trip over later."""
+    for flag, value, least in (
+        ("--max-batch", args.max_batch, 1),
+        ("--prefill-chunk", args.prefill_chunk, 1),
+        ("--max-model-len", args.max_model_len, 2),
+    ):
+        if value is not None and value < least:
+            raise ValueError(f"{flag} must be >= {least}")
+    if not 0 <= args.port <= 65535:
+        raise ValueError("--port must be in [0, 65535]")
+    device_from_args(args)  # the model loads in the background: a bad device is refused here
+
+
 # Limits' own fields, by flag name; the connection caps beside them go to uvicorn (connections.py).
 LIMIT_FLAGS = ("max_request_bytes", "max_queue", "max_request_tokens")
 CONNECTION_FLAGS = ("limit_concurrency", "max_connections")
@@ -131,20 +144,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     from ..demo import DEFAULT_PRESET
 
-    if args.max_batch < 1:
-        print("error: --max-batch must be >= 1", file=sys.stderr)
-        return 2
-    if args.prefill_chunk is not None and args.prefill_chunk < 1:
-        print("error: --prefill-chunk must be >= 1", file=sys.stderr)
-        return 2
-    if args.max_model_len is not None and args.max_model_len < 2:
-        print("error: --max-model-len must be >= 2", file=sys.stderr)
-        return 2
-    if not 0 <= args.port <= 65535:
-        print("error: --port must be in [0, 65535]", file=sys.stderr)
-        return 2
     try:
-        device_from_args(args)  # the model loads in the background: a bad device is refused here
+        _check(args)
         limits = _limits(args)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
