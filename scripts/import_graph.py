@@ -29,11 +29,14 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "nemo_ref"
 SOURCES = {PACKAGE: ROOT / "nemo_ref", f"{PACKAGE}.kernels": ROOT / "kernels"}  # pyproject's package-dir
 
-# The dependency rule, lowest layer first, by the first name below nemo_ref. A module may import
-# from its own layer and the ones below it, never from one above.
+# The dependency rule, lowest layer first. A module may import from its own layer and the ones
+# below it, never from one above. A module's layer is that of the longest name here that it is, or
+# lies under (below nemo_ref): "sampling" is the spec, "sampling.sampler" the backend choice above it.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("config", "backends", "rope", "sampling", "chat_messages", "family"),  # facts and the sampling spec
-    ("kernels", "model", "tokenizer", "checkpoint", "demo", "tp", "tp_load"),  # the model and its files
+    ("config", "backends", "rope", "sampling", "chat_messages", "family"),  # facts, the sampling spec
+    # the model, its files, and the kernels with the one call that picks them or torch
+    ("kernels", "sampling.sampler", "model", "batch", "kv_cache", "tokenizer", "checkpoint", "demo"),
+    ("tp", "tp_load"),  # the model over several devices
     ("sequence", "constraint", "structured", "engine", "request", "generate", "tp_driver", "compare"),
     ("server", "probe"),  # the HTTP faces
     ("cli", "__main__", "__init__"),  # the command line; the package's public re-exports
@@ -151,9 +154,14 @@ def _closed_path(component: list[str], edges: dict[str, dict[str, int]]) -> list
 
 
 def layer(module: str) -> int | None:
-    """The module's index in LAYERS (by its first name below nemo_ref), None if it is in none."""
-    head = module.split(".")[1] if "." in module else "__init__"
-    return next((i for i, names in enumerate(LAYERS) if head in names), None)
+    """The module's index in LAYERS (its longest name there), None if it is in none."""
+    name = module.removeprefix(PACKAGE + ".") if module != PACKAGE else "__init__"
+    best: tuple[int, int] | None = None  # (length of the name matched, layer)
+    for i, names in enumerate(LAYERS):
+        for key in names:
+            if (name == key or name.startswith(key + ".")) and (best is None or len(key) > best[0]):
+                best = (len(key), i)
+    return None if best is None else best[1]
 
 
 def upward(edges: dict[str, dict[str, int]]) -> list[tuple[str, str, int]]:

@@ -98,3 +98,11 @@ def test_bad_device_and_range_flags_are_refused_before_any_model_is_built(argv, 
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {message}") and err.count("\n") == 1, err
+
+
+def test_import_graph_layers_by_the_longest_name():
+    graph = _import_graph()
+    assert graph.layer("nemo_ref.sampling.params") == graph.layer("nemo_ref.sampling") == 0
+    assert graph.layer("nemo_ref.sampling.sampler") == graph.layer("nemo_ref.kernels.sampling") == 1
+    assert graph.layer("nemo_ref.cli.flags") == graph.layer("nemo_ref") == len(graph.LAYERS) - 1
+    assert graph.layer("nemo_ref.nowhere") is None
