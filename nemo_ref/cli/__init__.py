@@ -2,7 +2,7 @@
 
 One module a subcommand (or a family of them), each with ``add_commands(subparsers)`` (its flags)
 and the handler those flags lead to; a handler imports what it runs (the model, the server, httpx)
-when it runs, so ``nemo-ref --help`` costs no more than ``import nemo_ref``::
+when it runs, so ``nemo-ref --help`` costs little more than ``import nemo_ref`` (torch)::
 
     flags.py       the flags several commands share (--checkpoint, --preset, --dtype, --device,
                    --attn-backend, --chat, --sampler...) and the loader that turns them into a
