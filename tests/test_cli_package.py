@@ -3,28 +3,27 @@ import graph (scripts/import_graph.py), with nothing outside nemo_ref/cli/ impor
 
 from __future__ import annotations
 
-import importlib.util
+import runpy
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+import nemo_ref
 from nemo_ref.cli import main
 
 SUBCOMMANDS = ("generate", "make-checkpoint", "convert", "inspect", "serve", "compare", "probe")
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(nemo_ref.__file__).resolve().parent.parent  # the checkout, wherever this file lies in tests/
 
 
 def _in_cli(module: str) -> bool:
     return module == "nemo_ref.cli" or module.startswith("nemo_ref.cli.")
 
 
-def _import_graph():
-    spec = importlib.util.spec_from_file_location("import_graph", ROOT / "scripts" / "import_graph.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def _import_graph() -> SimpleNamespace:
+    return SimpleNamespace(**runpy.run_path(str(ROOT / "scripts" / "import_graph.py")))
 
 
 def test_python_m_nemo_ref_cli_lists_every_subcommand():
