@@ -301,8 +301,8 @@ def exit_on_failure(error: TPError) -> None:
 
 def run_torchrun(args: Any, model_from_args: Callable[[Any], tuple[Any, str | None]]) -> int:
     """``torchrun --nproc-per-node N -m nemo_ref generate|serve ...``: rank 0 runs the command on a
-    :class:`TPDriver` (``cli_model.load_from_args`` makes it), the other ranks :func:`follow` the
-    shard ``model_from_args(args)`` builds (``cli_model.model_from_args``)."""
+    :class:`TPDriver` (``cli.flags.load_from_args`` makes it), the other ranks :func:`follow` the
+    shard ``model_from_args(args)`` builds (``cli.flags.model_from_args``)."""
     import traceback
 
     if args.command not in ("generate", "serve"):

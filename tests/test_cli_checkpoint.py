@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from nemo_ref.checkpoint import inspect_checkpoint, load_model
-from nemo_ref.cli_checkpoint import main
+from nemo_ref.cli import main
 from nemo_ref.config import ModelArgs
 from nemo_ref.model import Transformer
 
@@ -121,7 +121,7 @@ def test_the_nemo_ref_command_dispatches_to_them(made, capsys):
 
 def test_module_entry_point(made):
     r = subprocess.run(
-        [sys.executable, "-m", "nemo_ref.cli_checkpoint", "inspect", str(made), "--json"],
+        [sys.executable, "-m", "nemo_ref.cli", "inspect", str(made), "--json"],
         capture_output=True,
         text=True,
         check=True,

@@ -1,4 +1,4 @@
-"""``nemo-ref compare``: the command-line face of nemo_ref.compare (one position's logits, every engine).
+"""``nemo-ref compare``: the command-line face of nemo_ref/compare.py (one position's logits, every engine).
 
 The prompt goes through the model the shared CLI flags choose (``--checkpoint DIR`` or the embedded
 random-weight default); ``--logits FILE`` replays a saved position without any model.
@@ -10,10 +10,9 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable
 from typing import Any
 
-from .compare import (
+from ..compare import (
     DEFAULT_TOP,
     REQUEST_FIELDS,
     Comparison,
@@ -22,8 +21,14 @@ from .compare import (
     next_token_logits,
     save_logits,
 )
-from .sampling import ParamError
-from .sampling import engines as registry
+from ..sampling import ParamError
+from ..sampling import engines as registry
+from .flags import add_model_args, add_prompt_args, load_from_args, prompt_from_args
+
+HELP = "the next-token distribution under each engine's sampling rules, side by side"
+DESCRIPTION = """\
+Run one request on one position's logits under every engine's sampling rules (docs/engines.md) and
+show the top tokens side by side. Unset request fields take each engine's own defaults."""
 
 
 def _bias_item(text: str) -> tuple[int, float]:
@@ -43,20 +48,10 @@ def _id_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated token ids; got {text!r}") from None
 
 
-def add_compare_command(
-    sub: Any, add_model_args: Callable[[argparse.ArgumentParser], None], load_model: Callable[[Any], Any]
-) -> None:
-    """The ``compare`` subcommand; the CLI passes its shared model flags and loader."""
-    p = sub.add_parser(
-        "compare",
-        help="the next-token distribution under each engine's sampling rules, side by side",
-        description="Run one request on one position's logits under every engine's sampling rules "
-        "(docs/engines.md) and show the top tokens side by side. Unset request fields take each "
-        "engine's own defaults.",
-    )
+def add_commands(sub: Any) -> None:
+    p = sub.add_parser("compare", help=HELP, description=DESCRIPTION)
     p.add_argument("prompt", nargs="?", help="prompt text (or a user message with --chat)")
-    p.add_argument("--chat", action="store_true", help="send the prompt as a user chat message")
-    p.add_argument("--system", default=None, help="a system prompt (implies --chat)")
+    add_prompt_args(p)
     p.add_argument(
         "--generated",
         default=None,
@@ -82,13 +77,13 @@ def add_compare_command(
     g.add_argument("--frequency-penalty", type=float, metavar="F")
     g.add_argument("--logit-bias", type=_bias_item, action="append", metavar="ID=BIAS")
     add_model_args(p)
-    p.set_defaults(func=lambda args: run_command(args, load_model))
+    p.set_defaults(func=run)
 
 
-def run_command(args: argparse.Namespace, load_model: Callable[[Any], Any]) -> int:
+def run(args: argparse.Namespace) -> int:
     """``nemo-ref compare``: 0 on success, 2 on bad input (with the reason on stderr)."""
     try:
-        comparison = _from_args(args, load_model)
+        comparison = _from_args(args)
     except (ValueError, ParamError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -102,7 +97,7 @@ def run_command(args: argparse.Namespace, load_model: Callable[[Any], Any]) -> i
     return 0
 
 
-def _from_args(args: argparse.Namespace, load_model: Callable[[Any], Any]) -> Comparison:
+def _from_args(args: argparse.Namespace) -> Comparison:
     if args.top < 1:
         raise ValueError(f"--top must be >= 1; got {args.top}")
     request: dict[str, Any] = {}
@@ -119,7 +114,7 @@ def _from_args(args: argparse.Namespace, load_model: Callable[[Any], Any]) -> Co
         output_ids = saved.output_tokens if args.output_tokens is None else args.output_tokens
         z, notice, token_str = saved.logits, saved.notice, None
         if args.checkpoint:  # its tokenizer names the tokens
-            from .tokenizer import load_tokenizer
+            from ..tokenizer import load_tokenizer
 
             token_str = load_tokenizer(args.checkpoint).token_str
     else:
@@ -127,15 +122,10 @@ def _from_args(args: argparse.Namespace, load_model: Callable[[Any], Any]) -> Co
             raise ValueError("give a prompt (text) or --logits FILE")
         if args.prompt_tokens is not None or args.output_tokens is not None:
             raise ValueError("--prompt-tokens and --output-tokens go with --logits; a prompt makes its own")
-        from .request import encode_prompt
+        from ..request import encode_prompt
 
-        model, tok, notice = load_model(args)
-        if args.chat or args.system:
-            messages = [{"role": "system", "content": args.system}] if args.system else []
-            prompt: Any = [*messages, {"role": "user", "content": args.prompt}]
-        else:
-            prompt = args.prompt
-        prompt_ids = encode_prompt(tok, prompt)
+        model, tok, notice = load_from_args(args)
+        prompt_ids = encode_prompt(tok, prompt_from_args(args))
         output_ids = tok.encode(args.generated, bos=False) if args.generated else []
         z = next_token_logits(model, [*prompt_ids, *output_ids])
         token_str = tok.token_str

@@ -1,4 +1,4 @@
-"""``nemo-ref probe``: the command (docs/probe.md)."""
+"""``nemo-ref probe``: the command over nemo_ref/probe/ (docs/probe.md); httpx is imported when it runs."""
 
 from __future__ import annotations
 
@@ -6,18 +6,19 @@ import argparse
 import json
 import os
 import sys
+from typing import Any
 
-from . import TESTS
+from ..probe import TESTS
+
+HELP = "find out what an OpenAI-compatible endpoint does with each sampling field"
+DESCRIPTION = """\
+Probe an endpoint's sampling semantics from requests alone and rank the known engines (nemo_ref,
+vLLM, transformers, llama.cpp, Ollama, SGLang, TGI, ...) by how well they explain its answers. Every
+request counts against --budget; the probe never exceeds it."""
 
 
-def add_probe_command(subparsers) -> None:
-    p = subparsers.add_parser(
-        "probe",
-        help="find out what an OpenAI-compatible endpoint does with each sampling field",
-        description="Probe an endpoint's sampling semantics from requests alone and rank the known "
-        "engines (nemo_ref, vLLM, transformers, llama.cpp, Ollama, SGLang, TGI, ...) by how well "
-        "they explain its answers. Every request counts against --budget; the probe never exceeds it.",
-    )
+def add_commands(subparsers: Any) -> None:
+    p = subparsers.add_parser("probe", help=HELP, description=DESCRIPTION)
     p.add_argument("--base-url", required=True, help="e.g. http://127.0.0.1:8000/v1")
     p.add_argument("--model", required=True, help="the model name the endpoint expects")
     p.add_argument("--budget", type=int, default=300, help="maximum HTTP requests, retries included")
@@ -38,7 +39,7 @@ def add_probe_command(subparsers) -> None:
         "--chat", action="store_true", help="use /v1/chat/completions even if /v1/completions exists"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_probe)
+    p.set_defaults(func=run)
 
 
 def _progress_bar():
@@ -56,14 +57,14 @@ def _progress_bar():
     return show
 
 
-def cmd_probe(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     try:
         import httpx  # noqa: F401
     except ImportError:
         print("error: the probe needs httpx: pip install 'nemo_ref[probe]'", file=sys.stderr)
         return 2
-    from . import probe
-    from .report import print_table
+    from ..probe import probe
+    from ..probe.report import print_table
 
     if args.budget < 10:
         print("error: --budget must be >= 10 requests", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""``nemo-ref serve``: the OpenAI-compatible server (docs/serving.md).
+"""``nemo-ref serve``: the OpenAI-compatible server of nemo_ref/server/ (docs/serving.md).
 
 fastapi and uvicorn are imported only when the command runs, so ``nemo-ref --help`` and the other
 commands work without the [server] extra.
@@ -10,21 +10,22 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
+
+from .flags import add_model_args, add_sampler_arg, device_from_args, load_from_args
 
 DEFAULT_MAX_MODEL_LEN = 8192  # KV cache rows x this many positions are allocated up front
 API_KEY_ENV = "NEMO_REF_API_KEY"
 
+HELP = "OpenAI-compatible HTTP server (embedded random-weight model unless --checkpoint)"
+DESCRIPTION = """\
+Serve /v1/chat/completions, /v1/completions, /v1/models, /health, /tokenize and /detokenize with
+continuous batching. Without --checkpoint the model has random weights: every response says so
+(header x-nemo-ref-weights: random)."""
 
-def add_serve_command(subparsers) -> None:
-    from ..cli_model import add_model_args
 
-    p = subparsers.add_parser(
-        "serve",
-        help="OpenAI-compatible HTTP server (embedded random-weight model unless --checkpoint)",
-        description="Serve /v1/chat/completions, /v1/completions, /v1/models, /health, /tokenize and "
-        "/detokenize with continuous batching. Without --checkpoint the model has random weights: "
-        "every response says so (header x-nemo-ref-weights: random).",
-    )
+def add_commands(subparsers: Any) -> None:
+    p = subparsers.add_parser("serve", help=HELP, description=DESCRIPTION)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-batch", type=int, default=8, help="KV-cache rows: sequences decoded together")
@@ -39,7 +40,7 @@ def add_serve_command(subparsers) -> None:
         default=None,
         help="the name clients pass as `model` (default: the checkpoint directory's name, else the preset)",
     )
-    p.add_argument("--sampler", choices=("torch", "triton"), default=None, help="default: triton on CUDA")
+    add_sampler_arg(p)
     p.add_argument(
         "--prefill-chunk",
         type=int,
@@ -56,11 +57,11 @@ def add_serve_command(subparsers) -> None:
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     _add_limit_args(p)
     add_model_args(p)
-    p.set_defaults(func=cmd_serve)
+    p.set_defaults(func=run)
 
 
 def _add_limit_args(p: argparse.ArgumentParser) -> None:
-    from .limits import (
+    from ..server.limits import (
         DEFAULT_LIMIT_CONCURRENCY,
         DEFAULT_MAX_CONNECTIONS,
         DEFAULT_MAX_QUEUE,
@@ -97,16 +98,30 @@ def _add_limit_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _limits(args: argparse.Namespace):
-    from .limits import Limits
-
-    for name in (
-        "max_request_bytes",
-        "max_queue",
-        "max_request_tokens",
-        "limit_concurrency",
-        "max_connections",
+def _check(args: argparse.Namespace) -> None:
+    """ValueError naming the flag and its range, for a flag the server would trip over later."""
+    for flag, value, least in (
+        ("--max-batch", args.max_batch, 1),
+        ("--prefill-chunk", args.prefill_chunk, 1),
+        ("--max-model-len", args.max_model_len, 2),
     ):
+        if value is not None and value < least:
+            raise ValueError(f"{flag} must be >= {least}")
+    if not 0 <= args.port <= 65535:
+        raise ValueError("--port must be in [0, 65535]")
+    device_from_args(args)  # the model loads in the background: a bad device is refused here
+
+
+# Limits' own fields, by flag name; the connection caps beside them go to uvicorn (connections.py).
+LIMIT_FLAGS = ("max_request_bytes", "max_queue", "max_request_tokens")
+CONNECTION_FLAGS = ("limit_concurrency", "max_connections")
+
+
+def _limits(args: argparse.Namespace) -> Any:
+    """The server's Limits from the flags; ValueError naming the flag and its range if one is bad."""
+    from ..server.limits import Limits
+
+    for name in (*LIMIT_FLAGS, *CONNECTION_FLAGS):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
     if args.header_timeout <= 0:
@@ -115,43 +130,28 @@ def _limits(args: argparse.Namespace):
     hosts = (
         tuple(h.strip() for h in args.allowed_hosts.split(",") if h.strip()) if args.allowed_hosts else None
     )
-    return Limits(
-        max_request_bytes=args.max_request_bytes,
-        max_queue=args.max_queue,
-        max_request_tokens=args.max_request_tokens,
-        api_key=key,
-        allowed_hosts=hosts,
-    )
+    return Limits(**{name: getattr(args, name) for name in LIMIT_FLAGS}, api_key=key, allowed_hosts=hosts)
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     try:
         import uvicorn
 
-        from .app import create_app
-        from .connections import uvicorn_config
+        from ..server.app import create_app
+        from ..server.connections import uvicorn_config
     except ImportError as e:
         print(f"error: the server needs its extra: pip install 'nemo_ref[server]' ({e})", file=sys.stderr)
         return 2
-    from ..cli_model import load_from_args
     from ..demo import DEFAULT_PRESET
 
-    if args.max_batch < 1:
-        print("error: --max-batch must be >= 1", file=sys.stderr)
-        return 2
-    if args.prefill_chunk is not None and args.prefill_chunk < 1:
-        print("error: --prefill-chunk must be >= 1", file=sys.stderr)
-        return 2
-    if args.max_model_len is not None and args.max_model_len < 2:
-        print("error: --max-model-len must be >= 2", file=sys.stderr)
-        return 2
     try:
+        _check(args)
         limits = _limits(args)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.semantics != "nemo_ref":
-        from .semantics import semantics_names
+        from ..server.semantics import semantics_names
 
         if args.semantics not in semantics_names():
             print(f"error: --semantics must be one of {', '.join(semantics_names())}", file=sys.stderr)

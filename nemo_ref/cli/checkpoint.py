@@ -1,9 +1,8 @@
-"""Checkpoint tools: ``make-checkpoint``, ``convert``, ``inspect``.
+"""``nemo-ref make-checkpoint``, ``convert``, ``inspect``: the checkpoint tools.
 
-Registered into the ``nemo-ref`` command by :func:`add_checkpoint_commands`; also runnable alone as
-``python -m nemo_ref.cli_checkpoint ...``. Each handler takes the parsed ``argparse.Namespace``
-and returns the exit status (0 on success, 1 with one ``error:`` line on stderr for a bad
-checkpoint or config).
+Each handler takes the parsed ``argparse.Namespace`` and returns the exit status (0 on success, 1
+with one ``nemo-ref COMMAND: error:`` line on stderr for a bad checkpoint or config). The file
+formats themselves are nemo_ref/checkpoint/.
 """
 
 from __future__ import annotations
@@ -14,9 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from .checkpoint import (
+from ..checkpoint import (
     DEFAULT_MAX_SHARD_BYTES,
     LAYOUTS,
     CheckpointError,
@@ -24,10 +21,11 @@ from .checkpoint import (
     inspect_checkpoint,
     save_checkpoint,
 )
-from .config import PRESETS, ConfigError, ModelArgs, RopeScaling
-from .family import bundled_tokenizer_for_vocab, describe, identify
+from ..config import PRESETS, ConfigError, ModelArgs, RopeScaling
+from ..family import bundled_tokenizer_for_vocab, describe, identify
+from .flags import DTYPES as MODEL_DTYPES
 
-DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
+DTYPES = {name: MODEL_DTYPES[name] for name in ("bf16", "fp32")}  # how a checkpoint may store weights
 RANDOM_README = """\
 RANDOM WEIGHTS -- this is not a trained model.
 
@@ -39,7 +37,7 @@ The safetensors metadata carries the same mark: "nemo_ref.random_weights": "true
 """
 
 
-def add_checkpoint_commands(subparsers: Any) -> None:
+def add_commands(subparsers: Any) -> None:
     """Add ``make-checkpoint``, ``convert`` and ``inspect`` to an argparse subparsers object."""
     p = subparsers.add_parser(
         "make-checkpoint",
@@ -118,7 +116,7 @@ def cmd_make_checkpoint(args: argparse.Namespace) -> int:
         _check_out(args.out, args.force)
         model_args = ModelArgs.preset(args.preset)
         dtype = DTYPES[args.dtype]
-        from .model import Transformer
+        from ..model import Transformer
 
         model = Transformer(model_args, dtype=dtype).init_random(args.seed)
         metadata = {
@@ -239,7 +237,7 @@ def _tokenizer_file(arg: Path | None, vocab_size: int) -> Path | None:
         raise CheckpointError(
             f"--tokenizer bundled: mistral-common bundles no tokenizer with {vocab_size} ids"
         )
-    from .tokenizer import bundled_path
+    from ..tokenizer import bundled_path
 
     return bundled_path(name)
 
@@ -258,14 +256,3 @@ def _model_args(config: dict[str, Any]) -> ModelArgs:
 
 def _dtypes(info: dict[str, Any]) -> str:
     return ", ".join(f"{d} x{n}" if len(info["dtypes"]) > 1 else d for d, n in info["dtypes"].items())
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nemo_ref.cli_checkpoint", description=__doc__)
-    add_checkpoint_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

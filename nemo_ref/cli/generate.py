@@ -1,4 +1,5 @@
-"""The ``nemo-ref`` command: generate, serve, compare, and checkpoint tools (make-checkpoint, convert, inspect)."""
+"""``nemo-ref generate``: one completion (or ``-n`` of them) from the command line, with the sampling
+flags of docs/sampling.md and ``--explain N``, a replay of the first N steps stage by stage."""
 
 from __future__ import annotations
 
@@ -7,19 +8,28 @@ import json
 import sys
 from typing import Any
 
-import torch
+from ..sampling.params import DISTRIBUTION_FIELDS
+from .flags import add_model_args, add_prompt_args, add_sampler_arg, load_from_args, prompt_from_args
 
-from .cli_model import add_model_args, load_from_args, model_from_args
+# The flags that reach SamplingParams under their own names; --logit-bias (ID=VALUE items),
+# --logprobs (implied by --top-logprobs) and --stop are converted on the way (params_from_args).
+SAMPLING_FLAGS = (
+    *(name for name in DISTRIBUTION_FIELDS if name != "logit_bias"),
+    *("top_logprobs", "logprobs_mode", "seed", "max_tokens", "n"),
+)
 
 
-def _logit_bias(items: list[str]) -> dict[int, float]:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--logit-bias expects ID=VALUE, got {item!r}")
-        out[int(key)] = float(value)
-    return out
+def add_commands(sub: Any) -> None:
+    g = sub.add_parser("generate", help="generate text (embedded random-weight model unless --checkpoint)")
+    g.add_argument("prompt")
+    add_prompt_args(g)
+    g.add_argument("--stream", action="store_true", help="print text as it is generated")
+    g.add_argument("--json", action="store_true", help="print the whole completion as JSON")
+    g.add_argument("--explain", type=int, default=0, metavar="N", help="explain the first N steps")
+    add_sampler_arg(g)
+    add_model_args(g)
+    add_sampling_args(g)
+    g.set_defaults(func=run)
 
 
 def add_sampling_args(p: argparse.ArgumentParser) -> None:
@@ -41,33 +51,39 @@ def add_sampling_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("-n", type=int, default=1, help="number of choices")
 
 
-def params_from_args(args: argparse.Namespace):
-    from .sampling.params import SamplingParams
+def _logit_bias(items: list[str]) -> dict[int, float]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            out[int(key)] = float(value)
+        except ValueError:
+            raise SystemExit(f"--logit-bias expects ID=VALUE, got {item!r}") from None
+    return out
+
+
+def params_from_args(args: argparse.Namespace) -> Any:
+    """The SamplingParams the flags describe (ParamError, naming the field and its range, if bad)."""
+    from ..sampling.params import SamplingParams
 
     return SamplingParams(
-        temperature=args.temperature,
-        top_p=args.top_p,
-        top_k=args.top_k,
-        min_p=args.min_p,
-        repetition_penalty=args.repetition_penalty,
-        presence_penalty=args.presence_penalty,
-        frequency_penalty=args.frequency_penalty,
+        **{name: getattr(args, name) for name in SAMPLING_FLAGS},
         logit_bias=_logit_bias(args.logit_bias),
         logprobs=args.logprobs or args.top_logprobs > 0,
-        top_logprobs=args.top_logprobs,
-        logprobs_mode=args.logprobs_mode,
-        seed=args.seed,
         stop=tuple(args.stop),
-        max_tokens=args.max_tokens,
-        n=args.n,
     )
 
 
-def cmd_generate(args: argparse.Namespace) -> int:
-    from .generate import generate, stream
-    from .request import encode_prompt
-    from .sampling.params import ParamError
+def run(args: argparse.Namespace) -> int:
+    from ..generate import generate, stream
+    from ..request import encode_prompt
+    from ..sampling.params import ParamError
 
+    if args.explain < 0:
+        print("error: --explain must be >= 0", file=sys.stderr)
+        return 2
     try:
         model, tok, warning = load_from_args(args)
     except ValueError as e:  # ConfigError, CheckpointError, a tokenizer that does not fit
@@ -80,11 +96,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     except ParamError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if args.chat or args.system:
-        messages = [{"role": "system", "content": args.system}] if args.system else []
-        prompt: Any = [*messages, {"role": "user", "content": args.prompt}]
-    else:
-        prompt = args.prompt
+    prompt = prompt_from_args(args)
     sampler = args.sampler  # None: the Triton kernel on CUDA, torch elsewhere
     try:
         if args.stream:
@@ -128,7 +140,9 @@ def _completion_json(out: Any, warning: str | None) -> dict:
 
 def _explain(model: Any, tok: Any, prompt_ids: list[int], out: Any, params: Any, steps: int) -> None:
     """Replay the first ``steps`` steps of choice 0 and print each stage's effect on the top tokens."""
-    from .sampling.explain import explain
+    import torch
+
+    from ..sampling.explain import explain
 
     ids = out.token_ids
     for step in range(min(steps, len(ids))):
@@ -147,46 +161,3 @@ def _explain(model: Any, tok: Any, prompt_ids: list[int], out: Any, params: Any,
                 token_str=tok.token_str,
             )
         )
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nemo-ref", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    g = sub.add_parser("generate", help="generate text (embedded random-weight model unless --checkpoint)")
-    g.add_argument("prompt")
-    g.add_argument("--chat", action="store_true", help="send the prompt as a user chat message")
-    g.add_argument("--system", default=None, help="a system prompt (implies --chat)")
-    g.add_argument("--stream", action="store_true", help="print text as it is generated")
-    g.add_argument("--json", action="store_true", help="print the whole completion as JSON")
-    g.add_argument("--explain", type=int, default=0, metavar="N", help="explain the first N steps")
-    g.add_argument("--sampler", choices=("torch", "triton"), default=None, help="default: triton on CUDA")
-    add_model_args(g)
-    add_sampling_args(g)
-    g.set_defaults(func=cmd_generate)
-
-    from .cli_checkpoint import add_checkpoint_commands
-    from .cli_compare import add_compare_command
-    from .probe.cli import add_probe_command  # imports httpx only when run
-    from .server.cli_serve import add_serve_command  # imports no server dependency until run
-
-    add_checkpoint_commands(sub)
-    add_serve_command(sub)
-    add_compare_command(sub, add_model_args, load_from_args)
-    add_probe_command(sub)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from .tp import env_world_size
-
-    if env_world_size() > 1:  # started by torchrun: tensor-parallel over its ranks
-        from .tp_driver import run_torchrun
-
-        return run_torchrun(args, model_from_args)
-    return int(args.func(args) or 0)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
