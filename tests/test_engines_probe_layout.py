@@ -61,8 +61,6 @@ def _from_own_package(path: Path, package_dir: Path) -> list[str]:
 def test_no_module_imports_names_from_its_own_package_init(package_dir):
     offenders = {}
     for path in sorted(package_dir.rglob("*.py")):
-        if package_dir == PROBE and path.name == "cli.py":
-            continue  # the probe's command line, which moves to the CLI package (issue 13)
         names = _from_own_package(path, package_dir)
         if names:
             offenders[str(path.relative_to(package_dir))] = names
