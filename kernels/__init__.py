@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -37,6 +38,10 @@ def interpreted(name: str) -> ModuleType:
     module = importlib.import_module(f"{__name__}.{name}")
     from triton.runtime.jit import JITFunction
 
-    if any(isinstance(v, JITFunction) for v in vars(module).values()):
+    compiled = [v for v in vars(module).values() if isinstance(v, JITFunction)]
+    if compiled:
+        # the kernels' helpers from sibling modules (sampling_search) were compiled too: first them
+        for dep in sorted({fn.fn.__module__ for fn in compiled} - {module.__name__}):
+            importlib.reload(sys.modules[dep])
         module = importlib.reload(module)
     return module
