@@ -115,7 +115,8 @@ def _sample_kernel(
     zmax = float("-inf")
     argmax = -1
     n_bad = 0
-    for start in range(0, V, BLOCK_V):  # Pass 1: S0..S3, z kept for the later passes, max and argmax
+    for start in range(0, V, BLOCK_V):
+        # -- pass 1 (the row, from HBM): S0..S3 into z, kept for the later passes; max, argmax --
         offs = start + tl.arange(0, BLOCK_V)
         z, chunk_bad = _penalized_logits(
             logits + b * stride_logits, bias + b * stride_bias, prompt_mask + b * stride_prompt,
@@ -137,12 +138,12 @@ def _sample_kernel(
         floor = tl.load(min_p_floor + b)
         k = tl.load(top_k + b)
         p = tl.load(top_p + b)
-        # Pass 2: survivors of S6 per bucket of y (width 1 / BUCKETS_PER_UNIT, the top first),
-        # their count and total mass.
         hist = tl.zeros([N_BUCKETS], tl.int32)
         n = 0
         total = 0.0
         for start in range(0, V, BLOCK_V):
+            # -- pass 2 (z): S5 and S6 on the fly; the survivors per bucket of y (width
+            # 1 / BUCKETS_PER_UNIT, the top first), their count and total mass --
             offs = start + tl.arange(0, BLOCK_V)
             z = tl.load(z_row + offs, mask=offs < V, other=float("-inf"))
             y = tl.math.div_rn(z - zmax, temp)
@@ -162,9 +163,10 @@ def _sample_kernel(
         n_cand = tl.max(tl.where(fits, cum, 0))
         use_buffer = tl.where(k_on, n_cand >= k, tl.where(p_on, n_cand > 0, n_fit == N_BUCKETS))
         mass_c = 0.0
-        if use_buffer:  # Pass 3: compact the candidates (ids ascending) into the buffer
+        if use_buffer:
             run = 0
             for start in range(0, V, BLOCK_V):
+                # -- pass 3 (z): compact the candidates (ids ascending) into the buffer --
                 offs = start + tl.arange(0, BLOCK_V)
                 z = tl.load(z_row + offs, mask=offs < V, other=float("-inf"))
                 y = tl.math.div_rn(z - zmax, temp)
@@ -177,8 +179,8 @@ def _sample_kernel(
             row_passes += 1
             if p_on & ~k_on:  # top_p alone: the buffer must hold the mass it keeps
                 use_buffer = mass_c.to(tl.float64) >= p * total.to(tl.float64)
-        # S7..S9 on the buffer (positions ascend with ids, so ties still go to the lower id) or,
-        # when it cannot hold what they keep, on the whole row: the same searches either way.
+        # -- phase 4: S7..S9 on the buffer (positions ascend with ids, so ties still go to the
+        # lower id) or, when it cannot hold what they keep, on the whole row: the same searches --
         src = tl.where(use_buffer, cand_z + b * CAP, z_row)
         n_src = tl.where(use_buffer, n_cand, V)
         k_key, k_id, p_key, p_id = KEY_OFF, 0, KEY_OFF, 0
@@ -219,15 +221,17 @@ def _sample_kernel(
             p_id = _row_id(cand_id + b * CAP, p_id, n_cand)
         else:
             row_passes += n_pass
-        if WRITE_PROBS:  # the final distribution over the row: q / sum(q) on the survivors
+        if WRITE_PROBS:
             for start in range(0, V, BLOCK_V):
+                # -- last pass (z): the final distribution, q / sum(q) on the survivors --
                 offs, y, _key, keep = _chunk(
                     z_row, start, V, zmax, temp, floor, k_key, k_id, p_key, p_id, BLOCK_V
                 )  # fmt: skip
                 tl.store(probs + b * stride_p + offs, tl.where(keep, tl.exp(y), 0.0) / mass, mask=offs < V)
             row_passes += 1
-    elif WRITE_PROBS:  # greedy: one-hot; nothing finite, NaN or +inf: NaN
+    elif WRITE_PROBS:
         for start in range(0, V, BLOCK_V):
+            # -- last pass: greedy's one-hot; NaN where nothing is finite or a logit is NaN/+inf --
             offs = start + tl.arange(0, BLOCK_V)
             one_hot = tl.where(offs == argmax, 1.0, 0.0)
             one_hot = tl.where((argmax >= 0) & (n_bad == 0), one_hot, float("nan"))
@@ -387,7 +391,8 @@ def _raw_logprobs_kernel(
     m = float("-inf")
     s = 0.0
     n_bad = 0
-    for start in range(0, V, BLOCK_V):  # Pass 1: S0, online log-sum-exp over the row
+    for start in range(0, V, BLOCK_V):
+        # -- pass 1 (logits): S0, online log-sum-exp --
         offs = start + tl.arange(0, BLOCK_V)
         z, chunk_bad = _penalized_logits(
             logits + b * stride_logits, logits, logits, logits, allowed + b * stride_allowed,
@@ -400,7 +405,8 @@ def _raw_logprobs_kernel(
     defined = (m > float("-inf")) & (n_bad == 0)
     lse = m + tl.log(s)
     lp_row = logprobs + b * stride_lp
-    for start in range(0, V, BLOCK_V):  # Pass 2: the logprobs, written once
+    for start in range(0, V, BLOCK_V):
+        # -- pass 2 (logits again): the logprobs, written once --
         offs = start + tl.arange(0, BLOCK_V)
         z, _unused = _penalized_logits(
             logits + b * stride_logits, logits, logits, logits, allowed + b * stride_allowed,
@@ -417,7 +423,8 @@ def _raw_logprobs_kernel(
             KEY_OFF, 0, KEY_OFF, 0, BLOCK_V,
         )  # fmt: skip
         run = 0
-        for start in range(0, V, BLOCK_V):  # Last pass: compact the top_n, in id order
+        for start in range(0, V, BLOCK_V):
+            # -- last pass (logprobs): compact the top_n, in id order --
             offs, y, _key, keep = _chunk(lp_row, start, V, 0.0, 1.0, floor, t, cut, KEY_OFF, 0, BLOCK_V)
             slot = run + tl.cumsum(keep.to(tl.int32), 0) - 1
             tl.store(top_ids + b * stride_top + slot, offs.to(tl.int64), mask=keep)

@@ -1,9 +1,12 @@
 """The batched torch sampler: the reference's pipeline (reference.py) for a whole decode step at once.
 
-This is the generation loop's default sampler. Rows have their own parameters, histories, masks and
-draws. The math is the reference's, in float64 (on CPU and CUDA alike) and op for op where a
-decision depends on it (S1..S7 and the S9 comparison are the same float operations), so
-distributions agree to ~1e-15 and tokens agree unless a draw lands within an ulp of a boundary.
+The torch backend of the generation loop (sampler.TorchSampler): `sample(logits, meta)` and
+`distribution(logits, meta)` read one step's SamplingMetadata (metadata.py), whose rows have their
+own parameters, histories, masks and draws; `sample_batch`/`distribution_batch` build it from a
+list of SampleRows first. The math is the reference's, in float64 (on CPU and CUDA alike) and op
+for op where a decision depends on it (S1..S7 and the S9 comparison are the same float
+operations), so distributions agree to ~1e-15 and tokens agree unless a draw lands within an ulp
+of a boundary.
 
 Where the time goes at vocab 131072 (benchmarks/sampler-cpu.md): a few dense passes over the
 logits (float64 copy, the max, S5), then everything else on small tensors:
