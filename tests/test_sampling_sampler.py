@@ -78,7 +78,7 @@ def _mixed_rows(V: int) -> tuple[torch.Tensor, list[SampleRow]]:
 
 
 def test_both_backends_read_the_same_metadata_and_agree():
-    V = 512
+    V = 256
     logits, rows = _mixed_rows(V)
     meta = build_metadata(rows, V, "cpu")
     before = {k: v.clone() for k, v in vars(meta).items() if isinstance(v, torch.Tensor)}
@@ -132,8 +132,8 @@ def test_the_engine_builds_the_metadata_once_per_step(monkeypatch):
 
     monkeypatch.setattr(sampler, "build_metadata", counting_build)
     monkeypatch.setattr(Engine, "_sample", counting_sample)
-    params = SamplingParams(n=3, max_tokens=5, seed=4, temperature=0.9, top_p=0.9, repetition_penalty=1.1)
+    params = SamplingParams(n=3, max_tokens=4, seed=4, temperature=0.9, top_p=0.9, repetition_penalty=1.1)
     out = generate(model, tok, "Count the steps", params, sampler="torch")
-    assert 2 <= len(steps) <= 5 and steps[0] == 3  # several decode steps, all three choices at first
+    assert 2 <= len(steps) <= 4 and steps[0] == 3  # several decode steps, all three choices at first
     assert builds == steps  # one build per step, of every row sampled in it
     assert sum(steps) == out.usage.completion_tokens  # every sampled token came from those builds
