@@ -95,9 +95,10 @@ def _sample_kernel(
       1. read logits (+ bias, prompt mask, counts, allowed), write z, keep max and argmax (S4);
       2. the candidate histogram of ``y`` (S5, S6 on the fly), the survivors' count and mass;
       3. compaction of the candidates into a buffer of ``CAP`` (ids ascending), when it holds
-         what S7..S9 keep; then top_k, top_p (search + tie pass each) and the draw (mass +
-         prefix) on the buffer, ``CAP`` entries at most, from L1/L2.
-    Otherwise S7..S9 run over the row: 1 + <= 32 + 1 passes per stage, 2 for the draw. With
+         what S7..S9 keep;
+    then phase 4: top_k, top_p (search + tie pass each, sampling_search.py) and the draw (mass
+    + prefix) on the buffer, ``CAP`` entries at most, from L1/L2; when the buffer cannot hold
+    them, over the row: 1 + <= 32 + 1 passes per stage, 2 for the draw. With
     ``WRITE_PROBS``, one more row pass writes the distribution. ``passes[b]`` records the row and
     buffer passes made (instrumentation for the tests). Memory traffic: the inputs once from HBM
     (4 B/token of logits, 4 of bias, 1 of prompt mask, 4 of counts, 1 of mask, each only if

@@ -51,6 +51,9 @@ def test_metadata_columns_by_hand():
     assert meta.greedy == (False, False, True, False)
     assert meta.truncates == (True, True, True, False)  # top_k = V truncates nothing
     assert meta.logprobs == (None, None, None, "raw") and meta.top_logprobs == (0, 0, 0, 2)
+    for backend in (TorchSampler(), TritonSampler()):  # logits of another shape than the rows'
+        with pytest.raises(SamplingError, match=r"for 4 rows of 10 tokens"):
+            backend.sample(torch.zeros(3, V), meta)
     with pytest.raises(SamplingError, match="history"):  # a history a penalty reads is checked
         build_metadata([SampleRow(SamplingParams(presence_penalty=1), 0, 0, 0, [], [V])], V, "cpu")
     with pytest.raises(SamplingError, match="allowed mask"):

@@ -206,8 +206,7 @@ def _survivors(
 
 def _process(logits: torch.Tensor, meta: SamplingMetadata, keep_raw: bool) -> _Processed:
     """S0..S8 for the batch: greedy rows stop at S3, the others end as groups of final logits."""
-    if logits.dim() != 2 or logits.shape != (meta.batch, meta.vocab):
-        raise SamplingError(f"logits {tuple(logits.shape)} for {meta.batch} rows; expected [B, V]")
+    meta.check(logits)
     top = logits.amax(1)  # amax propagates NaN
     if bool(torch.isnan(top).any() | (top == math.inf).any()):
         raise SamplingError("logits contain NaN or +inf")
@@ -336,16 +335,9 @@ def sample(logits: torch.Tensor, meta: SamplingMetadata) -> list[SampleResult]:
 
 def distribution_batch(logits: torch.Tensor, rows: Sequence[SampleRow]) -> torch.Tensor:
     """``distribution`` for these rows (their metadata built here)."""
-    _check_rows(logits, rows)
-    return distribution(logits, build_metadata(rows, logits.shape[1], logits.device))
+    return distribution(logits, build_metadata(rows, logits.shape[-1], logits.device))
 
 
 def sample_batch(logits: torch.Tensor, rows: Sequence[SampleRow]) -> list[SampleResult]:
     """``sample`` for these rows (their metadata built here)."""
-    _check_rows(logits, rows)
-    return sample(logits, build_metadata(rows, logits.shape[1], logits.device))
-
-
-def _check_rows(logits: torch.Tensor, rows: Sequence[SampleRow]) -> None:
-    if logits.dim() != 2 or logits.shape[0] != len(rows):
-        raise SamplingError(f"logits {tuple(logits.shape)} for {len(rows)} rows; expected [B, V]")
+    return sample(logits, build_metadata(rows, logits.shape[-1], logits.device))

@@ -93,6 +93,13 @@ class SamplingMetadata:
     def device(self) -> torch.device:
         return self.temperature.device
 
+    def check(self, logits: torch.Tensor) -> None:
+        """Backends call it first: the logits must be ``[B, V]`` for these rows."""
+        if logits.dim() != 2 or tuple(logits.shape) != (self.batch, self.vocab):
+            raise SamplingError(
+                f"logits {tuple(logits.shape)} for {self.batch} rows of {self.vocab} tokens; expected [B, V]"
+            )
+
 
 def _keys(rows: Sequence[SampleRow], owners: list[int], prompt: bool, vocab: int, device) -> torch.Tensor:
     """Flat keys ``b * V + token`` of the owners' outputs (and prompts), repeats kept."""

@@ -22,7 +22,7 @@ import torch
 
 from . import batched
 from .metadata import SampleRow, SamplingMetadata, build_metadata
-from .reference import SampleResult, SamplingError
+from .reference import SampleResult
 
 __all__ = ["Sampler", "SamplerBackend", "TorchSampler", "TritonSampler", "make_sampler"]
 
@@ -39,9 +39,7 @@ class Sampler:
     name: str
 
     def __call__(self, logits: torch.Tensor, rows: Sequence[SampleRow]) -> list[SampleResult]:
-        if logits.dim() != 2 or logits.shape[0] != len(rows):
-            raise SamplingError(f"logits {tuple(logits.shape)} for {len(rows)} rows; expected [B, V]")
-        return self.sample(logits, build_metadata(rows, logits.shape[1], logits.device))
+        return self.sample(logits, build_metadata(rows, logits.shape[-1], logits.device))
 
     def sample(self, logits: torch.Tensor, meta: SamplingMetadata) -> list[SampleResult]:
         """One ``SampleResult`` per row: the token, and its logprob and top entries (in the row's
@@ -135,6 +133,7 @@ class TritonSampler(Sampler):
         return out
 
     def sample(self, logits: torch.Tensor, meta: SamplingMetadata) -> list[SampleResult]:
+        meta.check(logits)
         inputs = self.kernel_inputs(meta)
         processed = "processed" in meta.logprobs
         tokens, probs, penalised = self.kernels.run_sampler(logits, meta.u, processed, **inputs)
@@ -159,6 +158,7 @@ class TritonSampler(Sampler):
         return results
 
     def distribution(self, logits: torch.Tensor, meta: SamplingMetadata) -> torch.Tensor:
+        meta.check(logits)
         return self.kernels.probabilities(logits, **self.kernel_inputs(meta))
 
 
