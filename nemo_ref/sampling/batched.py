@@ -314,7 +314,8 @@ def sample(logits: torch.Tensor, meta: SamplingMetadata) -> list[SampleResult]:
             tokens[b] = t
     packed_of: dict[int, tuple[torch.Tensor | None, torch.Tensor]] = {}
     for group in out.groups:
-        u = meta.u[torch.tensor(group.rows, device=meta.u.device)]
+        every = len(group.rows) == meta.batch  # then group.rows is 0..B-1, in order
+        u = meta.u if every else meta.u[torch.tensor(group.rows, device=meta.u.device)]
         processed = any(meta.logprobs[b] == "processed" for b in group.rows)
         drawn = _draw(group, u, keep_vals=processed).tolist()
         for j, b in enumerate(group.rows):
