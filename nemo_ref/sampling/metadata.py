@@ -3,29 +3,7 @@
 The engine hands the sampler one ``SampleRow`` per sequence (its ``SamplingParams``, its draw's
 counters, its history and its S0 mask). ``build_metadata`` reads every row once and lays the step
 out as the columns below; both backends (``sampler.TorchSampler``, ``sampler.TritonSampler``) read
-only these columns, never ``SampleRow.params``. ``B`` rows, vocabulary ``V``; the tensors live on
-the logits' device. Flat keys are ``row * V + token`` (row-major COO of a ``[B, V]`` matrix: one
-int64 carries the pair, and ``key // V`` gives the row back).
-
-| column | shape, dtype | what (docs/sampling.md) |
-|---|---|---|
-| ``vocab`` | int | ``V`` |
-| ``temperature`` | ``[B]`` float64 | S5's T (0: greedy, S4) |
-| ``top_k`` | ``[B]`` int64 | S7's k as requested (0 or -1: off; ``>= V`` changes nothing) |
-| ``top_p`` | ``[B]`` float64 | S8's p (1: off) |
-| ``min_p`` | ``[B]`` float64 | S6's m (0: off) |
-| ``log_min_p`` | ``[B]`` float64 | S6's cut ``ln(m)`` (``math.log``, as the reference), -inf when off |
-| ``repetition_penalty`` | ``[B]`` float64 | S2's r (1: off) |
-| ``presence_penalty``, ``frequency_penalty`` | ``[B]`` float64 | S3's two weights (0: off) |
-| ``u`` | ``[B]`` float64 | S9's draw ``U(seed, choice, step)`` (rng.py) |
-| ``bias_keys``, ``bias_values`` | ``[N]`` int64, ``[N]`` float64 | S1: the (row, id, value) triplets of every row's ``logit_bias`` |
-| ``repetition_keys`` | ``[Nr]`` int64 | S2: every token of P and G of the rows with r != 1 (repeats kept) |
-| ``output_keys`` | ``[Ng]`` int64 | S3: every token of G of the rows with a presence or frequency penalty (repeats kept: they count) |
-| ``allowed`` | ``[B, V]`` bool or None | S0's mask (True where no row has one; None when no row has one) |
-| ``greedy`` | tuple of B bool | ``temperature == 0``: S4 instead of S5..S9 |
-| ``truncates`` | tuple of B bool | some of S6..S8 is on (min_p > 0, 0 < k < V, p < 1) |
-| ``logprobs`` | tuple of B ``"raw"``/``"processed"``/None | which logprobs the row reports (None: none) |
-| ``top_logprobs`` | tuple of B int | how many top entries it reports |
+only these columns (``SamplingMetadata``'s docstring lists them), never ``SampleRow.params``.
 
 Histories are gathered only for rows whose penalties read them, so a row without penalties costs
 no history conversion (and its history is not checked: it is never read).
@@ -63,7 +41,30 @@ class SampleRow:
 
 @dataclass(frozen=True)
 class SamplingMetadata:
-    """A decode step's rows as columns; the module docstring lists them with their shapes."""
+    """A decode step's rows as columns. ``B`` rows, vocabulary ``V``; the tensors live on the
+    logits' device. Flat keys are ``row * V + token`` (row-major COO of a ``[B, V]`` matrix: one
+    int64 carries the pair, and ``key // V`` gives the row back).
+
+    | column | shape, dtype | what (docs/sampling.md) |
+    |---|---|---|
+    | ``vocab`` | int | ``V`` |
+    | ``temperature`` | ``[B]`` float64 | S5's T (0: greedy, S4) |
+    | ``top_k`` | ``[B]`` int64 | S7's k as requested (0 or -1: off; ``>= V`` changes nothing) |
+    | ``top_p`` | ``[B]`` float64 | S8's p (1: off) |
+    | ``min_p`` | ``[B]`` float64 | S6's m (0: off) |
+    | ``log_min_p`` | ``[B]`` float64 | S6's cut ``ln(m)`` (``math.log``, as the reference), -inf when off |
+    | ``repetition_penalty`` | ``[B]`` float64 | S2's r (1: off) |
+    | ``presence_penalty``, ``frequency_penalty`` | ``[B]`` float64 | S3's two weights (0: off) |
+    | ``u`` | ``[B]`` float64 | S9's draw ``U(seed, choice, step)`` (rng.py) |
+    | ``bias_keys``, ``bias_values`` | ``[N]`` int64, ``[N]`` float64 | S1: the (row, id, value) triplets of every row's ``logit_bias`` |
+    | ``repetition_keys`` | ``[Nr]`` int64 | S2: every token of P and G of the rows with r != 1 (repeats kept) |
+    | ``output_keys`` | ``[Ng]`` int64 | S3: every token of G of the rows with a presence or frequency penalty (repeats kept: they count) |
+    | ``allowed`` | ``[B, V]`` bool or None | S0's mask (all True in a row without one; None when no row has one) |
+    | ``greedy`` | tuple of B bool | ``temperature == 0``: S4 instead of S5..S9 |
+    | ``truncates`` | tuple of B bool | some of S6..S8 is on (min_p > 0, 0 < k < V, p < 1) |
+    | ``logprobs`` | tuple of B ``"raw"``/``"processed"``/None | which logprobs the row reports (None: none) |
+    | ``top_logprobs`` | tuple of B int | how many top entries it reports |
+    """
 
     vocab: int
     temperature: torch.Tensor  # [B] float64
