@@ -103,11 +103,12 @@ class SamplingMetadata:
 
 
 def _keys(rows: Sequence[SampleRow], owners: list[int], prompt: bool, vocab: int, device) -> torch.Tensor:
-    """Flat keys ``b * V + token`` of the owners' outputs (and prompts), repeats kept."""
+    """Flat keys ``b * V + token`` of the owners' outputs (and prompts), repeats kept. Built and
+    checked on the host, where the histories are, then copied to ``device`` at once."""
     parts, lengths = [], []
     for b in owners:
         for tokens in (rows[b].output_tokens, rows[b].prompt_tokens) if prompt else (rows[b].output_tokens,):
-            parts.append(torch.as_tensor(tokens, dtype=torch.long, device=device).reshape(-1))
+            parts.append(torch.as_tensor(tokens, dtype=torch.long, device="cpu").reshape(-1))
             lengths.append(parts[-1].numel())
     if not parts:
         return torch.empty(0, dtype=torch.long, device=device)
@@ -115,8 +116,8 @@ def _keys(rows: Sequence[SampleRow], owners: list[int], prompt: bool, vocab: int
     if flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= vocab):
         raise SamplingError(f"history token ids outside [0, {vocab})")
     owner = [b for b in owners for _ in ((0, 1) if prompt else (0,))]
-    row = torch.repeat_interleave(torch.tensor(owner, device=device), torch.tensor(lengths, device=device))
-    return flat + row * vocab
+    row = torch.repeat_interleave(torch.tensor(owner), torch.tensor(lengths))
+    return (flat + row * vocab).to(device)
 
 
 def build_metadata(rows: Sequence[SampleRow], vocab: int, device: torch.device | str) -> SamplingMetadata:
@@ -136,13 +137,14 @@ def build_metadata(rows: Sequence[SampleRow], vocab: int, device: torch.device |
     counting = [b for b, p in enumerate(params) if p.presence_penalty or p.frequency_penalty]
     allowed = None
     if any(row.allowed is not None for row in rows):
-        allowed = torch.ones((len(rows), vocab), dtype=torch.bool, device=device)
+        allowed = torch.ones((len(rows), vocab), dtype=torch.bool)  # on the host, like the masks
         for b, row in enumerate(rows):
             if row.allowed is not None:
-                mask = row.allowed.to(device=device, dtype=torch.bool).reshape(-1)
+                mask = row.allowed.to(device="cpu", dtype=torch.bool).reshape(-1)
                 if mask.numel() != vocab:
                     raise SamplingError(f"row {b}: allowed mask has {mask.numel()} entries")
                 allowed[b] = mask
+        allowed = allowed.to(device)  # [B, V]: one copy per step
     # the float64 columns in one tensor: one host-to-device copy per step instead of eight
     floats = column(
         [
