@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import sys
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -38,10 +37,6 @@ def interpreted(name: str) -> ModuleType:
     module = importlib.import_module(f"{__name__}.{name}")
     from triton.runtime.jit import JITFunction
 
-    compiled = [v for v in vars(module).values() if isinstance(v, JITFunction)]
-    if compiled:
-        # the kernels' helpers from sibling modules (sampling_search) were compiled too: first them
-        for dep in sorted({fn.fn.__module__ for fn in compiled} - {module.__name__}):
-            importlib.reload(sys.modules[dep])
+    if any(isinstance(v, JITFunction) for v in vars(module).values()):
         module = importlib.reload(module)
     return module
