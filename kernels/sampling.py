@@ -1,27 +1,19 @@
-"""Sampling kernel: the S0..S9 pipeline of docs/sampling.md, one Triton program per row, no sort.
+"""Sampling kernels: the S0..S9 pipeline of docs/sampling.md, one Triton program per row, no sort.
 
 ``sample(logits, temperature=..., top_p=..., top_k=..., min_p=..., u=...)`` returns one token id
 per row; ``probabilities(...)`` the final distribution (for testing); ``raw_logprobs(...)`` the
 S0 log-softmax and its ``top_n`` entries. Every per-row parameter is a tensor ``[B]`` (a Python
-number is broadcast), so one launch serves a batch whose rows use different settings.
+number is broadcast), so one launch serves a batch whose rows use different settings. The
+engine's adapter (``nemo_ref.sampling.sampler.TritonSampler``) builds these arguments from the
+step's ``SamplingMetadata``; this module knows nothing of rows or requests.
 
-How truncation works without sorting the vocabulary. Each value ``y`` maps to an int32 key whose
-integer order is the float order. "Keep the first ``k`` tokens in rank order" (S7) and "keep
-ranks while the mass before them is ``< p``" (S8) are the same question: find the largest key
-``t`` with ``W(key >= t) >= target``, where ``W`` counts tokens (target ``k``) or sums their
-``exp(y)`` (target ``p * Z``). A binary search over the key range answers it, each step one
-pass over its input, snapping the bounds to keys that exist so it stops as soon as one value is
-left (at most 32 steps). Its input is a small buffer, not the row: a histogram pass over the row
-finds the top buckets of ``y`` that hold what the stages keep (top_k's k tokens, or top_p's mass)
-within 4096 candidates, a compaction pass copies them out in id order, and the searches and the
-draw run there (FlashInfer's and vLLM's samplers compact candidates the same way). Only when the
-buffer cannot hold them (top_p alone on a nearly flat row) do the searches run over the whole row
-(~16-22 passes for top_p alone). Every token with ``key > t`` survives; the tokens
-*tied* at ``t`` survive in ascending id order while ``W(key > t) + W(ties with smaller id) <
-target`` (one more pass with a prefix sum), so ties go to the lower id and exactly ``k`` tokens
-survive (S7), and the top_p walk stops at the first failure (S8). A survivor is then
-``key > t or (key == t and id <= cut)`` per stage; the draw (S9) is one prefix-sum pass in
-ascending id order.
+Truncation without sorting the vocabulary: S7 and S8 are binary searches over order-preserving
+int32 keys of the values (``sampling_search.py`` states the algorithm). Their input is a small
+buffer, not the row: a histogram pass over the row finds the top buckets of ``y`` that hold what
+the stages keep (top_k's k tokens, or top_p's mass) within 4096 candidates, a compaction pass
+copies them out in id order, and the searches and the draw run there (FlashInfer's and vLLM's
+samplers compact candidates the same way). Only when the buffer cannot hold them (top_p alone on
+a nearly flat row) do the searches run over the whole row (~16-22 passes for top_p alone).
 
 Precision: values, exponentials and sums in float32 (the reference is float64); the targets
 ``p * Z`` and ``u * Z`` and their comparisons in float64, so a top_p like 0.3 is not rounded to
@@ -34,24 +26,24 @@ exactly 10 precede the cut, but the reference's float64 running sum of ten 0.05 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
-
 import torch
 import triton
 import triton.language as tl
 from nemo_ref.kernels import Launch
+from nemo_ref.kernels.sampling_search import (
+    ID_BIG,
+    KEY_NEG_INF,
+    KEY_OFF,
+    _bucket,
+    _chunk,
+    _cut,
+    _draw,
+    _row_id,
+    _weigh,
+)
 
-from nemo_ref.sampling.reference import SampleResult, SamplingError
-from nemo_ref.sampling.rng import uniform
+from nemo_ref.sampling.reference import SamplingError  # the spec's error: a row with nothing to sample
 
-if TYPE_CHECKING:
-    from nemo_ref.sampling.batched import SampleRow
-
-KEY_NEG_INF: tl.constexpr = tl.constexpr(-2139095041)  # _ordered_key(-inf)
-KEY_OFF: tl.constexpr = tl.constexpr(-(2**31))  # a threshold below every key: stage disabled
-ID_BIG: tl.constexpr = tl.constexpr(2**31 - 1)
-BUCKETS_PER_UNIT: tl.constexpr = tl.constexpr(8.0)  # candidate histogram: buckets of y per unit
 TOKEN_NAN: tl.constexpr = tl.constexpr(-2)  # a row with a NaN or +inf logit (-1: nothing finite)
 FLOAT_MAX = 3.4028234663852886e38  # min_p off: the floor -FLT_MAX drops only -inf
 
@@ -59,130 +51,6 @@ DEFAULT_BLOCK_V = 2048
 DEFAULT_NUM_WARPS = 4
 CANDIDATES = 4096  # the candidate buffer: S7..S9 run on it when it holds what they keep
 N_BUCKETS = 256  # candidate histogram: 32 units of y below the maximum, 8 buckets per unit
-
-
-@triton.jit
-def _ordered_key(y):
-    """int32 key with the order of the float32 ``y`` (-0.0 folded into +0.0)."""
-    bits = tl.where(y == 0.0, 0.0, y).to(tl.int32, bitcast=True)
-    return tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
-
-
-@triton.jit
-def _chunk(z_row, start, V, zmax, temp, floor, k_key, k_id, p_key, p_id, BLOCK_V: tl.constexpr):
-    """One chunk of a row after S5: ids, ``y = (z - max z) / T``, keys, and who survives.
-
-    Survives: ``y >= floor`` (S6 and finiteness) and above the top_k and top_p cuts, each a pair
-    (key, last id kept among the ties at that key).
-    """
-    offs = start + tl.arange(0, BLOCK_V)
-    z = tl.load(z_row + offs, mask=offs < V, other=float("-inf"))
-    y = tl.math.div_rn(z - zmax, temp)
-    key = _ordered_key(y)
-    keep = (offs < V) & (y >= floor)
-    keep &= (key > k_key) | ((key == k_key) & (offs <= k_id))
-    keep &= (key > p_key) | ((key == p_key) & (offs <= p_id))
-    return offs, y, key, keep
-
-
-@triton.jit
-def _weigh(z_row, V, t, use_mass, zmax, temp, floor, k_key, k_id, p_key, p_id, BLOCK_V: tl.constexpr):
-    """One pass: ``W(key >= t)`` over survivors, the smallest key ``>= t``, the largest ``< t``.
-
-    ``W`` counts tokens, or sums ``exp(y)`` when ``use_mass``.
-    """
-    w_ge = 0.0
-    min_ge = ID_BIG
-    max_lt = KEY_OFF
-    for start in range(0, V, BLOCK_V):
-        _offs, y, key, keep = _chunk(z_row, start, V, zmax, temp, floor, k_key, k_id, p_key, p_id, BLOCK_V)
-        # -- weigh the survivors at or above t; track the nearest keys either side of it --
-        ge = keep & (key >= t)
-        w_ge += tl.sum(tl.where(ge, tl.where(use_mass, tl.exp(y), 1.0), 0.0))
-        min_ge = tl.minimum(min_ge, tl.min(tl.where(ge, key, ID_BIG)))
-        max_lt = tl.maximum(max_lt, tl.max(tl.where(keep & (key < t), key, KEY_OFF)))
-    return w_ge, min_ge, max_lt
-
-
-@triton.jit
-def _cut(
-    z_row, V, target, use_mass, lo, zmax, temp, floor, k_key, k_id, p_key, p_id,
-    BLOCK_V: tl.constexpr,
-):  # fmt: skip
-    """The (key, last id) cut that keeps the rank-order prefix with ``W(before) < target``.
-
-    Needs ``W(key >= lo) >= target`` (``lo`` a lower bound of the keys) and every key ``<= 0``
-    (``y <= 0``). Binary search for ``t`` = the largest key with ``W(key >= t) >= target``;
-    invariants ``W(key >= lo) >= target`` and ``W(key > hi) = w_above < target``. Then the ties
-    at ``t``, in id order: the first whose ``w_above + W(earlier ties) >= target`` and all after
-    it are cut.
-    """
-    hi = 0
-    w_above = 0.0
-    passes = 1  # the tie pass below
-    while lo < hi:
-        passes += 1
-        # -- binary search step: one _weigh pass at the midpoint key --
-        mid = lo + (hi - lo + 1) // 2
-        w_ge, min_ge, max_lt = _weigh(
-            z_row, V, mid, use_mass, zmax, temp, floor, k_key, k_id, p_key, p_id, BLOCK_V
-        )
-        up = w_ge >= target
-        lo = tl.where(up, min_ge, lo)
-        hi = tl.where(up, hi, max_lt)
-        w_above = tl.where(up, w_above, w_ge)
-    t = lo
-    first_cut = ID_BIG
-    run = w_above
-    for start in range(0, V, BLOCK_V):
-        offs, y, key, keep = _chunk(z_row, start, V, zmax, temp, floor, k_key, k_id, p_key, p_id, BLOCK_V)
-        # -- ties at t, in id order: the first that reaches the target is cut --
-        tie = keep & (key == t)
-        w = tl.where(tie, tl.where(use_mass, tl.exp(y), 1.0), 0.0)
-        before = run + tl.cumsum(w, 0) - w
-        first_cut = tl.minimum(first_cut, tl.min(tl.where(tie & (before >= target), offs, ID_BIG)))
-        run += tl.sum(w)
-    return t, first_cut - 1, passes
-
-
-@triton.jit
-def _bucket(y, N_BUCKETS: tl.constexpr):
-    """Bucket of ``y <= 0`` for the candidate histogram: ``floor(-y * BUCKETS_PER_UNIT)``, the
-    last bucket holding everything below ``-N_BUCKETS / BUCKETS_PER_UNIT``."""
-    return tl.minimum(-y * BUCKETS_PER_UNIT, N_BUCKETS - 1.0).to(tl.int32)
-
-
-@triton.jit
-def _draw(z_row, V, u, zmax, temp, floor, k_key, k_id, p_key, p_id, BLOCK_V: tl.constexpr):
-    """S9: (position of the token, total mass of the survivors, passes made).
-
-    The mass pass, then the prefix-sum pass in ascending id order: the token is the smallest
-    position with ``prefix > u * mass`` (the last survivor if rounding leaves none).
-    """
-    mass, _unused_min, _unused_max = _weigh(
-        z_row, V, KEY_NEG_INF, True, zmax, temp, floor, k_key, k_id, p_key, p_id, BLOCK_V
-    )
-    target = u * mass.to(tl.float64)
-    run = 0.0
-    token = ID_BIG
-    last = -1
-    for start in range(0, V, BLOCK_V):
-        offs, y, _key, keep = _chunk(z_row, start, V, zmax, temp, floor, k_key, k_id, p_key, p_id, BLOCK_V)
-        # -- prefix sums in id order: the token is the first prefix past u * mass --
-        q = tl.where(keep, tl.exp(y), 0.0)
-        prefix = run + tl.cumsum(q, 0)
-        token = tl.minimum(token, tl.min(tl.where(keep & (prefix > target), offs, ID_BIG)))
-        last = tl.maximum(last, tl.max(tl.where(keep, offs, -1)))
-        run += tl.sum(q)
-    token = tl.where(token == ID_BIG, last, token)  # rounding: u * mass >= every prefix
-    return token, mass, 2
-
-
-@triton.jit
-def _row_id(ids, cut, n):
-    """A tie cut given as a buffer position, as a row id (buffer positions ascend with ids)."""
-    row_id = tl.load(ids + tl.minimum(tl.maximum(cut, 0), n - 1))
-    return tl.where(cut < 0, -1, tl.where(cut >= n, ID_BIG - 1, row_id))
 
 
 @triton.jit
@@ -227,9 +95,10 @@ def _sample_kernel(
       1. read logits (+ bias, prompt mask, counts, allowed), write z, keep max and argmax (S4);
       2. the candidate histogram of ``y`` (S5, S6 on the fly), the survivors' count and mass;
       3. compaction of the candidates into a buffer of ``CAP`` (ids ascending), when it holds
-         what S7..S9 keep; then top_k, top_p (search + tie pass each) and the draw (mass +
-         prefix) on the buffer, ``CAP`` entries at most, from L1/L2.
-    Otherwise S7..S9 run over the row: 1 + <= 32 + 1 passes per stage, 2 for the draw. With
+         what S7..S9 keep;
+    then phase 4: top_k, top_p (search + tie pass each, sampling_search.py) and the draw (mass
+    + prefix) on the buffer, ``CAP`` entries at most, from L1/L2; when the buffer cannot hold
+    them, over the row: 1 + <= 32 + 1 passes per stage, 2 for the draw. With
     ``WRITE_PROBS``, one more row pass writes the distribution. ``passes[b]`` records the row and
     buffer passes made (instrumentation for the tests). Memory traffic: the inputs once from HBM
     (4 B/token of logits, 4 of bias, 1 of prompt mask, 4 of counts, 1 of mask, each only if
@@ -247,7 +116,8 @@ def _sample_kernel(
     zmax = float("-inf")
     argmax = -1
     n_bad = 0
-    for start in range(0, V, BLOCK_V):  # Pass 1: S0..S3, z kept for the later passes, max and argmax
+    for start in range(0, V, BLOCK_V):
+        # -- pass 1 (the row, from HBM): S0..S3 into z, kept for the later passes; max, argmax --
         offs = start + tl.arange(0, BLOCK_V)
         z, chunk_bad = _penalized_logits(
             logits + b * stride_logits, bias + b * stride_bias, prompt_mask + b * stride_prompt,
@@ -269,12 +139,12 @@ def _sample_kernel(
         floor = tl.load(min_p_floor + b)
         k = tl.load(top_k + b)
         p = tl.load(top_p + b)
-        # Pass 2: survivors of S6 per bucket of y (width 1 / BUCKETS_PER_UNIT, the top first),
-        # their count and total mass.
         hist = tl.zeros([N_BUCKETS], tl.int32)
         n = 0
         total = 0.0
         for start in range(0, V, BLOCK_V):
+            # -- pass 2 (z): S5 and S6 on the fly; the survivors per bucket of y (width
+            # 1 / BUCKETS_PER_UNIT, the top first), their count and total mass --
             offs = start + tl.arange(0, BLOCK_V)
             z = tl.load(z_row + offs, mask=offs < V, other=float("-inf"))
             y = tl.math.div_rn(z - zmax, temp)
@@ -294,9 +164,10 @@ def _sample_kernel(
         n_cand = tl.max(tl.where(fits, cum, 0))
         use_buffer = tl.where(k_on, n_cand >= k, tl.where(p_on, n_cand > 0, n_fit == N_BUCKETS))
         mass_c = 0.0
-        if use_buffer:  # Pass 3: compact the candidates (ids ascending) into the buffer
+        if use_buffer:
             run = 0
             for start in range(0, V, BLOCK_V):
+                # -- pass 3 (z): compact the candidates (ids ascending) into the buffer --
                 offs = start + tl.arange(0, BLOCK_V)
                 z = tl.load(z_row + offs, mask=offs < V, other=float("-inf"))
                 y = tl.math.div_rn(z - zmax, temp)
@@ -309,8 +180,8 @@ def _sample_kernel(
             row_passes += 1
             if p_on & ~k_on:  # top_p alone: the buffer must hold the mass it keeps
                 use_buffer = mass_c.to(tl.float64) >= p * total.to(tl.float64)
-        # S7..S9 on the buffer (positions ascend with ids, so ties still go to the lower id) or,
-        # when it cannot hold what they keep, on the whole row: the same searches either way.
+        # -- phase 4: S7..S9 on the buffer (positions ascend with ids, so ties still go to the
+        # lower id) or, when it cannot hold what they keep, on the whole row: the same searches --
         src = tl.where(use_buffer, cand_z + b * CAP, z_row)
         n_src = tl.where(use_buffer, n_cand, V)
         k_key, k_id, p_key, p_id = KEY_OFF, 0, KEY_OFF, 0
@@ -351,15 +222,17 @@ def _sample_kernel(
             p_id = _row_id(cand_id + b * CAP, p_id, n_cand)
         else:
             row_passes += n_pass
-        if WRITE_PROBS:  # the final distribution over the row: q / sum(q) on the survivors
+        if WRITE_PROBS:
             for start in range(0, V, BLOCK_V):
+                # -- last pass (z): the final distribution, q / sum(q) on the survivors --
                 offs, y, _key, keep = _chunk(
                     z_row, start, V, zmax, temp, floor, k_key, k_id, p_key, p_id, BLOCK_V
                 )  # fmt: skip
                 tl.store(probs + b * stride_p + offs, tl.where(keep, tl.exp(y), 0.0) / mass, mask=offs < V)
             row_passes += 1
-    elif WRITE_PROBS:  # greedy: one-hot; nothing finite, NaN or +inf: NaN
+    elif WRITE_PROBS:
         for start in range(0, V, BLOCK_V):
+            # -- last pass: greedy's one-hot; NaN where nothing is finite or a logit is NaN/+inf --
             offs = start + tl.arange(0, BLOCK_V)
             one_hot = tl.where(offs == argmax, 1.0, 0.0)
             one_hot = tl.where((argmax >= 0) & (n_bad == 0), one_hot, float("nan"))
@@ -438,7 +311,7 @@ def sampler_launch(
     return tokens, (probs if write_probs else None), z_buf, passes, launch
 
 
-def _run_sampler(
+def run_sampler(
     logits: torch.Tensor, u: torch.Tensor | float, write_probs: bool, *, check: bool = True, **kwargs
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """Launch ``_sample_kernel``: (tokens, probabilities or None, logits after S3)."""
@@ -469,7 +342,7 @@ def sample(
     ``ValueError``) if a row has no finite logit after S3; this reads the result back (one
     device sync): ``check=False`` skips it and such rows return -1.
     """
-    tokens, _, _ = _run_sampler(
+    tokens, _, _ = run_sampler(
         logits, u, False, temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
         repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
         frequency_penalty=frequency_penalty, logit_bias=logit_bias, prompt_mask=prompt_mask,
@@ -486,7 +359,7 @@ def probabilities(
     num_warps: int = DEFAULT_NUM_WARPS, candidates: int = CANDIDATES,
 ) -> torch.Tensor:  # fmt: skip
     """The final distribution ``[B, V]`` float32 that ``sample`` draws from (one-hot at T = 0)."""
-    _, probs, _ = _run_sampler(
+    _, probs, _ = run_sampler(
         logits, 0.0, True, temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
         repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
         frequency_penalty=frequency_penalty, logit_bias=logit_bias, prompt_mask=prompt_mask,
@@ -519,7 +392,8 @@ def _raw_logprobs_kernel(
     m = float("-inf")
     s = 0.0
     n_bad = 0
-    for start in range(0, V, BLOCK_V):  # Pass 1: S0, online log-sum-exp over the row
+    for start in range(0, V, BLOCK_V):
+        # -- pass 1 (logits): S0, online log-sum-exp --
         offs = start + tl.arange(0, BLOCK_V)
         z, chunk_bad = _penalized_logits(
             logits + b * stride_logits, logits, logits, logits, allowed + b * stride_allowed,
@@ -532,7 +406,8 @@ def _raw_logprobs_kernel(
     defined = (m > float("-inf")) & (n_bad == 0)
     lse = m + tl.log(s)
     lp_row = logprobs + b * stride_lp
-    for start in range(0, V, BLOCK_V):  # Pass 2: the logprobs, written once
+    for start in range(0, V, BLOCK_V):
+        # -- pass 2 (logits again): the logprobs, written once --
         offs = start + tl.arange(0, BLOCK_V)
         z, _unused = _penalized_logits(
             logits + b * stride_logits, logits, logits, logits, allowed + b * stride_allowed,
@@ -549,7 +424,8 @@ def _raw_logprobs_kernel(
             KEY_OFF, 0, KEY_OFF, 0, BLOCK_V,
         )  # fmt: skip
         run = 0
-        for start in range(0, V, BLOCK_V):  # Last pass: compact the top_n, in id order
+        for start in range(0, V, BLOCK_V):
+            # -- last pass (logprobs): compact the top_n, in id order --
             offs, y, _key, keep = _chunk(lp_row, start, V, 0.0, 1.0, floor, t, cut, KEY_OFF, 0, BLOCK_V)
             slot = run + tl.cumsum(keep.to(tl.int32), 0) - 1
             tl.store(top_ids + b * stride_top + slot, offs.to(tl.int64), mask=keep)
@@ -617,92 +493,3 @@ def raw_logprobs_launch(
         dict(HAS_ALLOWED=allowed is not None, BLOCK_V=block_v, num_warps=num_warps),
     )  # fmt: skip
     return logprobs, ids, values, launch
-
-
-def row_inputs(rows: Sequence[SampleRow], vocab: int, device) -> dict[str, torch.Tensor | None]:
-    """The keyword arguments of ``sample``/``probabilities`` (all but ``u``) for these rows.
-
-    Per-row parameter tensors from each row's ``SamplingParams``; dense ``[B, V]`` logit bias,
-    prompt mask and output counts (only when a row uses them) and the S0 ``allowed`` mask.
-    """
-    B = len(rows)
-    params = [r.params for r in rows]
-    for p in params:
-        p.check_vocab(vocab)
-
-    def column(get, dtype: torch.dtype) -> torch.Tensor:
-        return torch.tensor([get(p) for p in params], dtype=dtype, device=device)
-
-    def ids(tokens: Sequence[int], b: int) -> torch.Tensor:
-        t = torch.as_tensor(tokens, dtype=torch.long, device=device).reshape(-1)
-        if t.numel() and (int(t.min()) < 0 or int(t.max()) >= vocab):
-            raise SamplingError(f"row {b}: history ids outside [0, {vocab})")
-        return t
-
-    out: dict[str, torch.Tensor | None] = {
-        "temperature": column(lambda p: p.temperature, torch.float32),
-        "top_p": column(lambda p: p.top_p, torch.float64),
-        "top_k": column(lambda p: p.top_k, torch.int32),
-        "min_p": column(lambda p: p.min_p, torch.float64),
-        "logit_bias": None,
-        "allowed": None,
-    }
-    if any(p.logit_bias for p in params):
-        bias = torch.zeros((B, vocab), device=device)
-        for b, p in enumerate(params):
-            if p.logit_bias:
-                keys = torch.tensor(list(p.logit_bias), device=device)
-                bias[b, keys] = torch.tensor(list(p.logit_bias.values()), device=device)
-        out["logit_bias"] = bias
-    if any(p.repetition_penalty != 1 or p.presence_penalty or p.frequency_penalty for p in params):
-        prompt_mask = torch.zeros((B, vocab), device=device, dtype=torch.uint8)
-        counts = torch.zeros((B, vocab), device=device, dtype=torch.int32)
-        for b, r in enumerate(rows):
-            prompt_mask[b, ids(r.prompt_tokens, b)] = 1
-            generated = ids(r.output_tokens, b)
-            counts[b].index_add_(0, generated, torch.ones_like(generated, dtype=torch.int32))
-        out["repetition_penalty"] = column(lambda p: p.repetition_penalty, torch.float32)
-        out["presence_penalty"] = column(lambda p: p.presence_penalty, torch.float32)
-        out["frequency_penalty"] = column(lambda p: p.frequency_penalty, torch.float32)
-        out["prompt_mask"] = prompt_mask
-        out["output_counts"] = counts
-    if any(r.allowed is not None for r in rows):
-        allowed = torch.ones((B, vocab), device=device, dtype=torch.bool)
-        for b, r in enumerate(rows):
-            if r.allowed is not None:
-                allowed[b] = r.allowed.to(device=device, dtype=torch.bool).reshape(-1)
-        out["allowed"] = allowed
-    return out
-
-
-def sample_rows(logits: torch.Tensor, rows: Sequence[SampleRow]) -> list[SampleResult]:
-    """``nemo_ref.sampling.batched.sample_batch``'s contract on the kernels (the engine's hook).
-
-    Draws ``u = uniform(seed, choice, step)`` per row, samples, and reports the token's logprob
-    and top entries in the row's ``logprobs_mode`` (raw: ``raw_logprobs``; processed: log of
-    the final distribution, or log_softmax after S3 for greedy rows).
-    """
-    inputs = row_inputs(rows, logits.shape[1], logits.device)
-    u = torch.tensor([uniform(r.seed, r.choice, r.step) for r in rows], dtype=torch.float64)
-    params = [r.params for r in rows]
-    processed = [p.logprobs_mode == "processed" for p in params]
-    optional = ("repetition_penalty", "presence_penalty", "frequency_penalty", "prompt_mask", "output_counts")
-    kwargs = {**dict.fromkeys(optional), **inputs}
-    tokens, probs, penalised = _run_sampler(
-        logits, u.to(logits.device), any(processed), block_v=DEFAULT_BLOCK_V,
-        num_warps=DEFAULT_NUM_WARPS, **kwargs,
-    )  # fmt: skip
-    n = max(p.top_logprobs for p in params)
-    raw, top_ids, top_values = raw_logprobs(logits, inputs["allowed"], n)
-    results = []
-    for b, (p, token) in enumerate(zip(params, tokens.tolist(), strict=True)):
-        if processed[b]:
-            assert probs is not None
-            lp = torch.log_softmax(penalised[b], 0) if p.greedy else torch.log(probs[b])
-            best, best_ids = torch.sort(lp, descending=True, stable=True)  # ties: lower id first
-        else:
-            lp, best, best_ids = raw[b], top_values[b], top_ids[b]
-        pairs = zip(best_ids[: p.top_logprobs].tolist(), best[: p.top_logprobs].tolist(), strict=True)
-        top = [(i, v) for i, v in pairs if v > float("-inf")]
-        results.append(SampleResult(token, float(lp[token]), top))
-    return results

@@ -1,8 +1,9 @@
 """The one rule for the default backends: Triton's kernels on a CUDA device, PyTorch elsewhere.
 
-Both the attention backend (``load_model``, ``embedded_model``, the CLI) and the sampler (the
-engine, hence ``generate`` and the server) follow it, so a model and its sampler never disagree
-about where the kernels run. Off CUDA the kernels only run in Triton's interpreter (tests).
+Both the attention backend (``load_model``, ``embedded_model``, the CLI) and the sampler
+(``Engine.__init__`` binds ``nemo_ref.sampling.sampler.make_sampler``'s backend once, hence
+``generate`` and the server) follow it, so a model and its sampler never disagree about where
+the kernels run. Off CUDA the kernels only run in Triton's interpreter (tests).
 """
 
 from __future__ import annotations

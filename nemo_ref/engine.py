@@ -26,6 +26,8 @@ from typing import Any
 import torch
 
 from .backends import default_sampler
+from .sampling.metadata import SampleRow
+from .sampling.sampler import make_sampler
 from .sequence import Delta, Sequence
 
 PREFILL_CHUNK = 512  # prompt tokens per engine step: bounds a running stream's inter-token gap
@@ -76,16 +78,14 @@ class Engine:
         prefill_chunk: int = PREFILL_CHUNK,
     ):
         self.device = model.tok_embeddings.weight.device
-        if sampler is None:
-            sampler = default_sampler(self.device)
-        # A callable is a sampler backend with sample_batch's signature (logits [B, V], SampleRows)
-        # -> SampleResults, e.g. the server's emulation of another engine (server/semantics.py).
-        if not callable(sampler) and sampler not in ("torch", "triton"):
-            raise ValueError(f"sampler must be 'torch', 'triton' or a callable, got {sampler!r}")
+        # The sampler is chosen once, here: "torch", "triton" or a callable with the same call
+        # (logits [B, V], SampleRows) -> SampleResults, e.g. the server's emulation of another
+        # engine (server/semantics.py). `sampler` keeps the choice; `_sampler` is the call.
+        self.sampler = default_sampler(self.device) if sampler is None else sampler
+        self._sampler = make_sampler(self.sampler)
         self.model = model
         self.max_len = max_len or model.args.max_seq_len
         self.cache = model.new_cache(max_batch, self.max_len)  # the engine's own: engines can share a model
-        self.sampler = sampler
         # A decode step of every row captured in a CUDA graph (model.GraphedDecode), built now,
         # while no row holds a sequence. Off the GPU it is the same capturable step, uncaptured.
         self._graph = None
@@ -263,14 +263,6 @@ class Engine:
         return logits[0, -1]
 
     def _sample(self, logits_by_slot: dict[int, torch.Tensor]) -> None:
-        from .sampling.batched import SampleRow, sample_batch
-
-        if callable(self.sampler):
-            sample_fn = self.sampler
-        elif self.sampler == "triton":
-            from .kernels.sampling import sample_rows as sample_fn
-        else:
-            sample_fn = sample_batch
         slots, rows = [], []
         for s in logits_by_slot:
             seq, req = self._running[s]
@@ -286,14 +278,14 @@ class Engine:
             return
         logits = torch.stack([logits_by_slot[s] for s in slots])
         try:
-            results: list = sample_fn(logits, rows)
+            results: list = self._sampler(logits, rows)
         except Exception:
             # Find the culprit(s), e.g. a row left with no possible token: sample row by row, so
             # that only the requests whose own rows fail are failed.
             results = []
             for i, row in enumerate(rows):
                 try:
-                    results.append(sample_fn(logits[i : i + 1], [row])[0])
+                    results.append(self._sampler(logits[i : i + 1], [row])[0])
                 except Exception as e:
                     results.append(e)
         for s, r in zip(slots, results, strict=True):

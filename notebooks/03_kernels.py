@@ -176,11 +176,13 @@ for b, p in enumerate(rows):
 md_table(["row", "settings", "tokens kept", "same kept set", "max abs diff vs reference"], table)
 
 # %% [markdown]
-# The engine's hook, `sample_rows(logits, rows)`, takes the same `SampleRow`s as the batched
-# torch sampler (parameters, seed, choice, step, history) and draws the same tokens:
+# The engine calls its sampler as `sampler(logits, rows)`; `TritonSampler` (the kernels) and
+# `TorchSampler` (the batched float64 pipeline) take the same `SampleRow`s (parameters, seed,
+# choice, step, history), turn them into one `SamplingMetadata` per step, and draw the same tokens:
 
 # %%
-from nemo_ref.sampling.batched import SampleRow, sample_batch
+from nemo_ref.sampling.metadata import SampleRow
+from nemo_ref.sampling.sampler import TorchSampler, TritonSampler
 
 hist = [5, 9, 9, 700]
 srows = [
@@ -201,8 +203,8 @@ srows = [
         output_tokens=[700, 700],
     ),
 ]
-by_kernel = sampling_kernels.sample_rows(logits[:2], srows)
-by_torch = sample_batch(logits[:2], srows)
+by_kernel = TritonSampler()(logits[:2], srows)
+by_torch = TorchSampler()(logits[:2], srows)
 for kr, tr in zip(by_kernel, by_torch, strict=False):
     print(
         f"kernel token {kr.token} (logprob {kr.logprob:.5f})   torch token {tr.token} (logprob {tr.logprob:.5f})"

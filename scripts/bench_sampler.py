@@ -1,7 +1,8 @@
 """Per-step sampler cost at Nemo's vocabulary (131072), batch 1 and 8, every knob on.
 
 Compares, in one run on one machine:
-- nemo_ref's batched torch sampler (nemo_ref.sampling.batched.sample_batch, float64);
+- nemo_ref's batched torch sampler (nemo_ref.sampling.sampler.TorchSampler, float64, as the engine
+  calls it: the step's metadata built from the rows, then the pipeline);
 - transformers' logits-processor chain (bias, repetition, OpenAI presence/frequency, temperature,
   top_k, top_p, min_p; transformers' order) + softmax + torch.multinomial, float32 as HF runs it;
   the chain is tests/test_sampling_oracle.py's `hf_processors`, the oracle of the parity tests;
@@ -33,8 +34,9 @@ from test_sampling_oracle import hf_processors  # noqa: E402
 from timing import timed  # noqa: E402
 
 from nemo_ref.sampling import reference  # noqa: E402
-from nemo_ref.sampling.batched import SampleRow, sample_batch  # noqa: E402
+from nemo_ref.sampling.metadata import SampleRow  # noqa: E402
 from nemo_ref.sampling.params import SamplingParams  # noqa: E402
+from nemo_ref.sampling.sampler import TorchSampler  # noqa: E402
 
 VOCAB = 131072
 PROMPT_LEN, OUTPUT_LEN = 1000, 200
@@ -75,6 +77,7 @@ def bench(batch: int, repeat: int, reference_repeat: int) -> dict[str, object]:
     plain_rows = [SampleRow(SamplingParams(), 7, b, 0, [], []) for b in range(batch)]
     with_logprobs = dataclasses.replace(EVERY_KNOB, logprobs=True, top_logprobs=5)
     logprob_rows = [dataclasses.replace(row, params=with_logprobs) for row in rows]
+    sample_batch = TorchSampler()
     t = timed(
         {
             "nemo_ref_batched": lambda: sample_batch(logits, rows),

@@ -244,7 +244,8 @@ def check_sampler(b: Bench) -> None:
     from nemo_ref.kernels import sampling as K
 
     from nemo_ref.sampling import SamplingParams
-    from nemo_ref.sampling.batched import SampleRow, distribution_batch
+    from nemo_ref.sampling.metadata import SampleRow, build_metadata
+    from nemo_ref.sampling.sampler import TorchSampler, TritonSampler
 
     V = b.sizes.vocab
     g = torch.Generator(device=b.dev).manual_seed(0)
@@ -256,8 +257,9 @@ def check_sampler(b: Bench) -> None:
                              presence_penalty=0.5, frequency_penalty=0.2, logit_bias={5: 4.0}),
               SamplingParams(top_k=40), SamplingParams(temperature=0), SamplingParams()]  # fmt: skip
     rows = [SampleRow(p, 0, 0, 0, hist[:20], hist[20:] + hist[25:30]) for p in params]
-    got = K.probabilities(logits, **K.row_inputs(rows, V, b.dev))
-    want = distribution_batch(logits, rows)
+    meta = build_metadata(rows, V, b.dev)  # one step's metadata, read by both backends
+    got = TritonSampler().distribution(logits, meta)
+    want = TorchSampler().distribution(logits, meta)
     wrong_set = ((got > 0) & (want == 0)) | ((got == 0) & (want > 1e-30))
     b.check("sampler kept sets vs batched (float64)", float(wrong_set.sum()), 0)
     b.check("sampler probabilities vs batched (float64)", (got.double() - want).abs().max().item(), 1e-5)

@@ -14,8 +14,9 @@ import torch
 from nemo_ref.kernels import interpreted
 
 from nemo_ref.sampling import SamplingError, SamplingParams, reference
-from nemo_ref.sampling.batched import SampleRow
+from nemo_ref.sampling.metadata import SampleRow, build_metadata
 from nemo_ref.sampling.rng import uniform
+from nemo_ref.sampling.sampler import TritonSampler
 
 S = interpreted("sampling")  # sets TRITON_INTERPRET=1 (reloads the module if imported compiled)
 
@@ -27,7 +28,11 @@ def row(params: SamplingParams, prompt=(), output=(), allowed=None, seed=0, step
 
 
 def kernel_probs(logits: torch.Tensor, rows: list[SampleRow], block_v: int = BLOCK_V, **kw) -> torch.Tensor:
-    return S.probabilities(logits, **S.row_inputs(rows, logits.shape[1], "cpu"), block_v=block_v, **kw)
+    return S.probabilities(logits, **row_inputs(rows, logits.shape[1]), block_v=block_v, **kw)
+
+
+def row_inputs(rows: list[SampleRow], vocab: int) -> dict:
+    return TritonSampler.kernel_inputs(build_metadata(rows, vocab, "cpu"))
 
 
 def expected_probs(logits: torch.Tensor, rows: list[SampleRow]) -> torch.Tensor:
@@ -209,7 +214,7 @@ def test_draw_picks_the_token_whose_cdf_interval_holds_u():
             lo = float(cdf[token - 1]) if token > 0 else 0.0
             u.append((lo + float(cdf[token])) / 2)  # the middle of the token's interval
             expected.append(token)
-        got = S.sample(logits, **S.row_inputs(rows, 777, "cpu"), u=torch.tensor(u), block_v=1024)
+        got = S.sample(logits, **row_inputs(rows, 777), u=torch.tensor(u), block_v=1024)
         assert got.tolist() == expected
 
 
@@ -223,7 +228,7 @@ def test_sample_rows_matches_reference_sample():
         cdf = expected_probs(logits[b : b + 1], [r])[0].cumsum(0)
         while (cdf - uniform(r.seed, 0, 0)).abs().min() < 1e-4:
             r.seed += 1000
-    got = S.sample_rows(logits, rows)
+    got = TritonSampler()(logits, rows)
     for b, r in enumerate(rows):
         allowed = None if r.allowed is None else r.allowed.tolist()
         want = reference.sample(

@@ -1,7 +1,9 @@
 """The sampler: SamplingParams, counter-based randomness, the pure-Python reference, batched torch.
 
-`nemo_ref.sampling.batched` (torch) and `nemo_ref.sampling.explain` are imported on demand; this
-package itself imports no torch, so the reference can be read and run with the standard library.
+The torch modules are imported on demand: `metadata` (one decode step's rows as columns),
+`batched` (the torch backend), `sampler` (the one call and its two backends, torch and Triton) and
+`explain`; this package itself imports no torch, so the reference can be read and run with the
+standard library.
 """
 
 from .params import ParamError, SamplingParams

@@ -1,9 +1,12 @@
 """The batched torch sampler: the reference's pipeline (reference.py) for a whole decode step at once.
 
-This is the generation loop's default sampler. Rows have their own parameters, histories, masks and
-draws. The math is the reference's, in float64 (on CPU and CUDA alike) and op for op where a
-decision depends on it (S1..S7 and the S9 comparison are the same float operations), so
-distributions agree to ~1e-15 and tokens agree unless a draw lands within an ulp of a boundary.
+The torch backend of the generation loop (sampler.TorchSampler): `sample(logits, meta)` and
+`distribution(logits, meta)` read one step's SamplingMetadata (metadata.py), whose rows have their
+own parameters, histories, masks and draws; `sample_batch`/`distribution_batch` build it from a
+list of SampleRows first. The math is the reference's, in float64 (on CPU and CUDA alike) and op
+for op where a decision depends on it (S1..S7 and the S9 comparison are the same float
+operations), so distributions agree to ~1e-15 and tokens agree unless a draw lands within an ulp
+of a boundary.
 
 Where the time goes at vocab 131072 (benchmarks/sampler-cpu.md): a few dense passes over the
 logits (float64 copy, the max, S5), then everything else on small tensors:
@@ -25,30 +28,16 @@ from dataclasses import dataclass
 
 import torch
 
-from .params import SamplingParams
+from .metadata import SampleRow, SamplingMetadata, build_metadata
 from .reference import SampleResult, SamplingError
-from .rng import uniform
 
-__all__ = ["SampleResult", "SampleRow", "distribution_batch", "sample_batch"]
+__all__ = ["SampleResult", "SampleRow", "distribution", "distribution_batch", "sample", "sample_batch"]
 
 NEG_INF = -math.inf
 DTYPE = torch.float64
 FLOAT64_MIN = torch.finfo(DTYPE).min  # a threshold that keeps every finite logit and no -inf
 TOP_P_FIRST_CANDIDATES = 1024  # top_p's first guess at how many ranks it needs; grows x8
 BLOCK = 64  # block size of the n-th-largest search (see _candidates)
-
-
-@dataclass
-class SampleRow:
-    """One row of a decode step: whose parameters, which draw, what history, which tokens allowed."""
-
-    params: SamplingParams
-    seed: int
-    choice: int
-    step: int
-    prompt_tokens: Sequence[int]  # a LongTensor avoids a list -> tensor conversion per step
-    output_tokens: Sequence[int]
-    allowed: torch.Tensor | None = None  # bool [V], S0 mask (structured outputs, tools)
 
 
 @dataclass
@@ -66,76 +55,39 @@ class _Processed:
     raw: torch.Tensor | None  # [B, V] after S0 (kept only when a row wants raw logprobs)
     penalised: torch.Tensor  # [B, V] after S3, for the greedy rows (the others' rows: undefined)
     groups: list[_Group]  # the sampling rows after S8
-    greedy: list[bool]
-
-
-def _column(values: list, device, dtype=DTYPE) -> torch.Tensor:
-    return torch.tensor(values, dtype=dtype, device=device)
-
-
-def _history(rows, idx, vocab, device, with_prompt: bool) -> torch.Tensor:
-    """Flat ids b * V + token of the rows' histories (output, and prompt if asked)."""
-    parts, owners, lengths = [], [], []
-    for b in idx:
-        for tokens in (rows[b].output_tokens, rows[b].prompt_tokens if with_prompt else ()):
-            t = torch.as_tensor(tokens, dtype=torch.long, device=device)
-            parts.append(t if t.dim() == 1 else t.reshape(-1))
-            owners.append(b)
-            lengths.append(parts[-1].numel())
-    flat = torch.cat(parts)
-    if flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= vocab):
-        raise SamplingError(f"history token ids outside [0, {vocab})")
-    owner = torch.repeat_interleave(torch.tensor(owners, device=device), torch.tensor(lengths, device=device))
-    return flat + owner * vocab
 
 
 # ---- S0..S3: per-token edits of the logits ------------------------------------------------------
 
 
-def _constrain(z: torch.Tensor, rows: Sequence[SampleRow]) -> None:  # S0
-    for b, row in enumerate(rows):
-        if row.allowed is not None:
-            mask = row.allowed.to(device=z.device, dtype=torch.bool).reshape(-1)
-            if mask.numel() != z.shape[1]:
-                raise SamplingError(f"row {b}: allowed mask has {mask.numel()} entries")
-            z[b].masked_fill_(~mask, NEG_INF)
+def _constrain(z: torch.Tensor, meta: SamplingMetadata) -> None:  # S0
+    if meta.allowed is not None:
+        z.masked_fill_(~meta.allowed, NEG_INF)
 
 
-def _bias(z: torch.Tensor, rows: Sequence[SampleRow]) -> None:  # S1
-    vocab = z.shape[1]
-    keys, values = [], []
-    for b, row in enumerate(rows):
-        row.params.check_vocab(vocab)
-        keys += [b * vocab + i for i in row.params.logit_bias]
-        values += list(row.params.logit_bias.values())
-    if keys:  # ids are distinct within a row (dict keys), so a plain += is exact
-        flat = z.view(-1)
-        k = torch.tensor(keys, device=z.device)
-        flat[k] += _column(values, z.device)
+def _bias(z: torch.Tensor, meta: SamplingMetadata) -> None:  # S1
+    if meta.bias_keys.numel():  # ids are distinct within a row (dict keys), so a plain += is exact
+        z.view(-1)[meta.bias_keys] += meta.bias_values
 
 
-def _repetition(z: torch.Tensor, rows: Sequence[SampleRow]) -> None:  # S2
-    idx = [b for b, row in enumerate(rows) if row.params.repetition_penalty != 1]
-    if not idx:
+def _repetition(z: torch.Tensor, meta: SamplingMetadata) -> None:  # S2
+    if not meta.repetition_keys.numel():
         return
-    vocab, flat = z.shape[1], z.view(-1)
-    keys = torch.unique(_history(rows, idx, vocab, z.device, with_prompt=True))  # once per token
-    r = _column([row.params.repetition_penalty for row in rows], z.device)[keys // vocab]
+    flat = z.view(-1)
+    keys = torch.unique(meta.repetition_keys)  # once per token
+    r = meta.repetition_penalty[keys // meta.vocab]
     x = flat[keys]
     flat[keys] = torch.where(x > 0, x / r, x * r)
 
 
-def _presence_frequency(z: torch.Tensor, rows: Sequence[SampleRow]) -> None:  # S3
-    idx = [b for b, r in enumerate(rows) if r.params.presence_penalty or r.params.frequency_penalty]
-    if not idx:
+def _presence_frequency(z: torch.Tensor, meta: SamplingMetadata) -> None:  # S3
+    if not meta.output_keys.numel():
         return
-    vocab, flat = z.shape[1], z.view(-1)
-    history = _history(rows, idx, vocab, z.device, with_prompt=False)
-    keys, counts = torch.unique(history, return_counts=True)
-    owner = keys // vocab
-    presence = _column([row.params.presence_penalty for row in rows], z.device)[owner]
-    frequency = _column([row.params.frequency_penalty for row in rows], z.device)[owner]
-    flat[keys] -= counts.to(DTYPE) * frequency + presence  # the reference's expression
+    keys, counts = torch.unique(meta.output_keys, return_counts=True)
+    owner = keys // meta.vocab
+    presence = meta.presence_penalty[owner]
+    frequency = meta.frequency_penalty[owner]
+    z.view(-1)[keys] -= counts.to(DTYPE) * frequency + presence  # the reference's expression
 
 
 # ---- S6..S8 on packed candidates ----------------------------------------------------------------
@@ -193,15 +145,15 @@ def _rank(packed: torch.Tensor) -> torch.Tensor:
     return torch.sort(packed, dim=1, descending=True, stable=True).indices
 
 
-def _truncate(z: torch.Tensor, params: list[SamplingParams], n: torch.Tensor, total):
+def _truncate(
+    z: torch.Tensor, cut: torch.Tensor, k: torch.Tensor, top_p: torch.Tensor, n: torch.Tensor, total
+):
     """S6..S8 for rows whose survivors all lie within the candidates z >= max(ln min_p, n-th
-    largest value) (n = 0: no n-th value). `total`: None, or (mass, count) of S6's survivors over
-    every id, needed by rows with top_p and no top_k. Returns (ids, vals, done): done is False for
-    top_p-only rows whose candidates may be too few (mass short of p, survivors left out)."""
-    vocab, dev = z.shape[1], z.device
-    cut = _column([math.log(p.min_p) if p.min_p > 0 else NEG_INF for p in params], dev)
-    k = torch.tensor([p.top_k if 0 < p.top_k < vocab else 0 for p in params], device=dev)
-    top_p = _column([p.top_p for p in params], dev)
+    largest value) (n = 0: no n-th value). `cut`, `k`, `top_p`: the rows' ln(min_p), top_k (0:
+    off) and top_p. `total`: None, or (mass, count) of S6's survivors over every id, needed by
+    rows with top_p and no top_k. Returns (ids, vals, done): done is False for top_p-only rows
+    whose candidates may be too few (mass short of p, survivors left out)."""
+    dev = z.device
     mass_all, survivors = total if total is not None else (None, None)
     ids, vals = _candidates(z, n, cut.clamp(min=FLOAT64_MIN))  # S6 is z >= ln(min_p): done
     count = (vals > NEG_INF).sum(1)
@@ -226,19 +178,23 @@ def _truncate(z: torch.Tensor, params: list[SamplingParams], n: torch.Tensor, to
     return ids, vals, done
 
 
-def _survivors(final: torch.Tensor, params: list[SamplingParams]) -> tuple[torch.Tensor, torch.Tensor]:
-    """S6..S8 for rows that truncate; `final` = their logits after S5. Returns packed (ids, vals)."""
+def _survivors(
+    final: torch.Tensor, meta: SamplingMetadata, rows: list[int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """S6..S8 for the batch rows `rows`, which truncate; `final` = their logits after S5.
+    Returns packed (ids, vals)."""
     vocab = final.shape[1]
-    k = torch.tensor([p.top_k if 0 < p.top_k < vocab else 0 for p in params], device=final.device)
-    top_p_alone = torch.tensor([p.top_p < 1 for p in params], device=final.device) & (k == 0)
+    index = torch.tensor(rows, device=final.device)
+    cut, top_k, top_p = meta.log_min_p[index], meta.top_k[index], meta.top_p[index]
+    k = torch.where((top_k > 0) & (top_k < vocab), top_k, 0)
+    top_p_alone = (top_p < 1) & (k == 0)
     n = torch.where(top_p_alone, TOP_P_FIRST_CANDIDATES, k).clamp(max=vocab)
     total = None
     if bool(top_p_alone.any()):  # top_p's normaliser: the mass of S6's survivors, over every id
-        cut = [math.log(p.min_p) if p.min_p > 0 else NEG_INF for p in params]
-        keep = final >= _column(cut, final.device).clamp(min=FLOAT64_MIN)[:, None]
+        keep = final >= cut.clamp(min=FLOAT64_MIN)[:, None]
         total = (torch.where(keep, torch.exp(final), 0.0).sum(1), keep.sum(1))  # mass, count
     while True:
-        ids, vals, done = _truncate(final, params, n, total)
+        ids, vals, done = _truncate(final, cut, k, top_p, n, total)
         if bool(done.all()):
             return ids, vals
         # rare (a flat distribution): more ranks needed; rows already done get the same result
@@ -248,49 +204,42 @@ def _survivors(final: torch.Tensor, params: list[SamplingParams]) -> tuple[torch
 # ---- the pipeline, S9 and the public entry points -----------------------------------------------
 
 
-def _truncates(p: SamplingParams, vocab: int) -> bool:
-    return p.min_p > 0 or 0 < p.top_k < vocab or p.top_p < 1
-
-
-def _process(logits: torch.Tensor, rows: Sequence[SampleRow], keep_raw: bool) -> _Processed:
+def _process(logits: torch.Tensor, meta: SamplingMetadata, keep_raw: bool) -> _Processed:
     """S0..S8 for the batch: greedy rows stop at S3, the others end as groups of final logits."""
-    if logits.dim() != 2 or logits.shape[0] != len(rows):
-        raise SamplingError(f"logits {tuple(logits.shape)} for {len(rows)} rows; expected [B, V]")
+    meta.check(logits)
     top = logits.amax(1)  # amax propagates NaN
     if bool(torch.isnan(top).any() | (top == math.inf).any()):
         raise SamplingError("logits contain NaN or +inf")
     z = logits.to(DTYPE, copy=True).contiguous()  # never edit the caller's tensor
-    _constrain(z, rows)
+    _constrain(z, meta)
     raw = z.clone() if keep_raw else None
-    _bias(z, rows)
-    _repetition(z, rows)
-    _presence_frequency(z, rows)
+    _bias(z, meta)
+    _repetition(z, meta)
+    _presence_frequency(z, meta)
     m = z.amax(1, keepdim=True)
     dead = (m[:, 0] == NEG_INF).nonzero().flatten().tolist()
     if dead:
         raise SamplingError(f"rows {dead}: every token is -inf after S3; nothing to sample")
     if bool((m == math.inf).any()):  # only a repetition_penalty below ~1e-300 can overflow
         raise SamplingError("a logit overflowed to +inf in S2 (repetition_penalty too small)")
-    greedy = [row.params.greedy for row in rows]
-    sampling = [b for b in range(len(rows)) if not greedy[b]]
+    sampling = [b for b, greedy in enumerate(meta.greedy) if not greedy]
     groups = []
     if sampling:
-        every = len(sampling) == len(rows)  # avoid copying [B, V] tensors by index when we can
+        every = len(sampling) == meta.batch  # avoid copying [B, V] tensors by index when we can
         # S5: shift first ... (in place when no greedy row needs S3's logits any more)
         final = z.sub_(m) if every else z[sampling] - m[sampling]
-        t = _column([rows[b].params.temperature for b in sampling], z.device)
+        t = meta.temperature if every else meta.temperature[torch.tensor(sampling, device=z.device)]
         if bool((t != 1).any()):  # ... then divide (by 1 is exact: skipping it changes nothing)
             final /= t[:, None]
-        vocab = z.shape[1]
-        cut = [j for j, b in enumerate(sampling) if _truncates(rows[b].params, vocab)]
-        plain = [j for j, b in enumerate(sampling) if not _truncates(rows[b].params, vocab)]
+        cut = [j for j, b in enumerate(sampling) if meta.truncates[b]]
+        plain = [j for j, b in enumerate(sampling) if not meta.truncates[b]]
         if plain:
             groups.append(_Group([sampling[j] for j in plain], None, final if not cut else final[plain]))
         if cut:
-            params = [rows[sampling[j]].params for j in cut]
-            ids, vals = _survivors(final if not plain else final[cut], params)
-            groups.append(_Group([sampling[j] for j in cut], ids, vals))
-    return _Processed(raw, z, groups, greedy)
+            rows = [sampling[j] for j in cut]
+            ids, vals = _survivors(final if not plain else final[cut], meta, rows)
+            groups.append(_Group(rows, ids, vals))
+    return _Processed(raw, z, groups)
 
 
 def _draw(group: _Group, u: torch.Tensor, keep_vals: bool) -> torch.Tensor:  # S9
@@ -336,12 +285,12 @@ def _logprobs(vals: torch.Tensor, ids: torch.Tensor | None, token: int, n: int):
     return float(lp[pos]), top
 
 
-def distribution_batch(logits: torch.Tensor, rows: Sequence[SampleRow]) -> torch.Tensor:
+def distribution(logits: torch.Tensor, meta: SamplingMetadata) -> torch.Tensor:
     """[B, V] float64 final distributions (one-hot on the S4 token for greedy rows)."""
-    out = _process(logits, rows, keep_raw=False)
+    out = _process(logits, meta, keep_raw=False)
     batch, vocab = out.penalised.shape
     probs = torch.zeros(batch, vocab + 1, dtype=DTYPE, device=logits.device)  # column V: padding
-    for b, is_greedy in enumerate(out.greedy):
+    for b, is_greedy in enumerate(meta.greedy):
         if is_greedy:
             probs[b, int(_first_max(out.penalised[b : b + 1]))] = 1.0
     for group in out.groups:
@@ -354,35 +303,42 @@ def distribution_batch(logits: torch.Tensor, rows: Sequence[SampleRow]) -> torch
     return probs[:, :vocab]
 
 
-def sample_batch(logits: torch.Tensor, rows: Sequence[SampleRow]) -> list[SampleResult]:
-    """One token per row. `logprob` and `top` (in the row's logprobs_mode) are computed for rows
-    with params.logprobs; other rows get NaN and [] (a raw logprob costs a full-vocabulary pass)."""
-    keep_raw = any(r.params.logprobs and r.params.logprobs_mode == "raw" for r in rows)
-    out = _process(logits, rows, keep_raw)
-    tokens = [0] * len(rows)
-    greedy_rows = [b for b, g in enumerate(out.greedy) if g]
+def sample(logits: torch.Tensor, meta: SamplingMetadata) -> list[SampleResult]:
+    """One token per row. `logprob` and `top` (in the row's logprobs mode) are computed for rows
+    that ask for logprobs; other rows get NaN and [] (a raw logprob costs a full-vocabulary pass)."""
+    out = _process(logits, meta, keep_raw="raw" in meta.logprobs)
+    tokens = [0] * meta.batch
+    greedy_rows = [b for b, g in enumerate(meta.greedy) if g]
     if greedy_rows:  # S4
         for b, t in zip(greedy_rows, _first_max(out.penalised[greedy_rows]).tolist(), strict=True):
             tokens[b] = t
     packed_of: dict[int, tuple[torch.Tensor | None, torch.Tensor]] = {}
     for group in out.groups:
-        u = [uniform(rows[b].seed, rows[b].choice, rows[b].step) for b in group.rows]
-        processed = [
-            rows[b].params.logprobs and rows[b].params.logprobs_mode == "processed" for b in group.rows
-        ]
-        drawn = _draw(group, _column(u, logits.device), keep_vals=any(processed)).tolist()
+        every = len(group.rows) == meta.batch  # then group.rows is 0..B-1, in order
+        u = meta.u if every else meta.u[torch.tensor(group.rows, device=meta.u.device)]
+        processed = any(meta.logprobs[b] == "processed" for b in group.rows)
+        drawn = _draw(group, u, keep_vals=processed).tolist()
         for j, b in enumerate(group.rows):
             tokens[b] = drawn[j]
             packed_of[b] = (None if group.ids is None else group.ids[j], group.vals[j])
     results = []
-    for b, row in enumerate(rows):
-        p = row.params
-        if not p.logprobs:
+    for b, mode in enumerate(meta.logprobs):
+        if mode is None:
             results.append(SampleResult(tokens[b], math.nan, []))
             continue
-        if p.logprobs_mode == "raw":
+        if mode == "raw":
             ids, vals = None, out.raw[b]
         else:  # processed: the final logits (S8), or S3's at T = 0 (the spec)
             ids, vals = packed_of.get(b, (None, out.penalised[b]))
-        results.append(SampleResult(tokens[b], *_logprobs(vals, ids, tokens[b], p.top_logprobs)))
+        results.append(SampleResult(tokens[b], *_logprobs(vals, ids, tokens[b], meta.top_logprobs[b])))
     return results
+
+
+def distribution_batch(logits: torch.Tensor, rows: Sequence[SampleRow]) -> torch.Tensor:
+    """``distribution`` for these rows (their metadata built here)."""
+    return distribution(logits, build_metadata(rows, logits.shape[-1], logits.device))
+
+
+def sample_batch(logits: torch.Tensor, rows: Sequence[SampleRow]) -> list[SampleResult]:
+    """``sample`` for these rows (their metadata built here)."""
+    return sample(logits, build_metadata(rows, logits.shape[-1], logits.device))
