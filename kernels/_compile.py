@@ -31,7 +31,8 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource, make_backend
 from triton.runtime.jit import create_function_from_signature
 
-from . import Launch, attention, sampling
+from . import attention, sampling
+from .launch import Launch
 
 SM90_REGISTERS = 65536  # 32-bit registers per SM
 SM90_SHARED_PER_SM = 233_472  # bytes per SM; each resident block also reserves 1 KiB

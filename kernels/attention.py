@@ -35,7 +35,6 @@ import torch
 import triton
 import triton.language as tl
 
-from . import Launch
 from .attention_config import (
     COMBINE_BLOCK_S,
     DECODE_PROGRAMS_PER_SM,
@@ -58,6 +57,7 @@ from .attention_config import (
     row_index,
     sm_count,
 )
+from .launch import Launch
 
 # bf16 arithmetic is wrong in Triton's interpreter (loads, stores and casts are right): when
 # interpreting, tiles are upcast to float32 right after loading. The GPU path keeps bf16/fp16

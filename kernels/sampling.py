@@ -29,7 +29,6 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from nemo_ref.kernels import Launch
 from nemo_ref.kernels.sampling_search import (
     ID_BIG,
     KEY_NEG_INF,
@@ -43,6 +42,8 @@ from nemo_ref.kernels.sampling_search import (
 )
 
 from nemo_ref.sampling.reference import SamplingError  # the spec's error: a row with nothing to sample
+
+from .launch import Launch
 
 TOKEN_NAN: tl.constexpr = tl.constexpr(-2)  # a row with a NaN or +inf logit (-1: nothing finite)
 FLOAT_MAX = 3.4028234663852886e38  # min_p off: the floor -FLT_MAX drops only -inf
