@@ -11,6 +11,10 @@ after each token, in this order,
 
 Streaming never shows text that may still turn out to be the start of a stop string: the longest
 suffix of the text that is a proper prefix of some stop string is held back until it is resolved.
+
+Both are found incrementally (``StopMatcher``: one Knuth-Morris-Pratt automaton per stop string),
+so a token costs time in its own characters only, whatever the output's length or the stop
+strings' (``find_stop`` and ``held_back`` are the plain definitions, kept as the reference).
 """
 
 from __future__ import annotations
@@ -91,6 +95,61 @@ def held_back(text: str, stops: Seq[str]) -> int:
     return longest
 
 
+class StopMatcher:
+    """Stop strings matched as text arrives: ``find_stop`` and ``held_back`` without rescanning.
+
+    For each stop string s, the state is the length of the longest prefix of s that is a suffix of
+    the text so far (Knuth-Morris-Pratt); a state equal to len(s) is a match. Each character moves
+    each state in amortised O(1) steps (the failure table is built once, O(len(s))), so the cost
+    per token does not grow with the output nor with the stop strings' length.
+    """
+
+    def __init__(self, stops: Seq[str]):
+        self.stops = [s for s in stops if s]
+        self._fail = [self._failure(s) for s in self.stops]
+        self._state = [0] * len(self.stops)
+        self._seen = 0  # characters fed so far
+
+    @staticmethod
+    def _failure(s: str) -> list[int]:
+        """fail[i]: length of the longest proper prefix of s[: i + 1] that is also its suffix."""
+        fail = [0] * len(s)
+        k = 0
+        for i in range(1, len(s)):
+            while k and s[i] != s[k]:
+                k = fail[k - 1]
+            if s[i] == s[k]:
+                k += 1
+            fail[i] = k
+        return fail
+
+    def feed(self, chunk: str) -> int | None:
+        """Advance past ``chunk`` (the text's next characters). Returns the start, in the whole
+        text, of the earliest match that ends in ``chunk`` (tie: earlier stop string), or None."""
+        best: int | None = None
+        for j, (s, fail) in enumerate(zip(self.stops, self._fail, strict=True)):
+            k, n = self._state[j], len(s)
+            for i, c in enumerate(chunk):
+                while k and c != s[k]:
+                    k = fail[k - 1]
+                if c == s[k]:
+                    k += 1
+                if k == n:
+                    start = self._seen + i + 1 - n
+                    if best is None or start < best:
+                        best = start
+                    k = fail[k - 1]
+                    break
+            self._state[j] = k
+        self._seen += len(chunk)
+        return best
+
+    @property
+    def held(self) -> int:
+        """``held_back`` of the text fed so far: the longest suffix that is a proper prefix of a stop."""
+        return max(self._state, default=0)
+
+
 class Sequence:
     """The state of one choice of one request. Not thread-safe: owned by the engine's thread."""
 
@@ -119,14 +178,22 @@ class Sequence:
         self.finish_reason: str | None = None
         self.logprobs: list[TokenLogprob] = []
         self._decoder = IncrementalDecoder(tokenizer, skip_special=True)
-        self.text = ""  # completion text so far (cut at a stop string once one matched)
+        self._cut: int | None = None  # where a matched stop string starts
         self._emitted = 0  # characters of self.text already streamed
+        self._unsent = ""  # self.text[self._emitted :]: what take_delta has not given out yet
         self._pending_lp: list[TokenLogprob] = []
         self._pending_ids: list[int] = []
+        self._stops = StopMatcher(params.stop) if params.stop else None
 
     @property
     def done(self) -> bool:
         return self.finish_reason is not None
+
+    @property
+    def text(self) -> str:
+        """The completion text so far (cut where a stop string starts, once one matched)."""
+        text = self._decoder.text
+        return text if self._cut is None else text[: self._cut]
 
     @property
     def step(self) -> int:
@@ -154,14 +221,8 @@ class Sequence:
             self.finish_reason = "tool_calls" if self.tool_calls_id in self.output else "stop"
             self._finish_text()
             return
-        before = len(self.text)
-        self.text += self._decoder.push(token)
-        if self.params.stop:
-            cut = find_stop(self.text, self.params.stop, before)
-            if cut is not None:
-                self.text = self.text[:cut]
-                self.finish_reason = "stop"
-                return
+        if self._add_text(self._decoder.push(token)):
+            return
         if self.constraint is not None and self.tool_calls_id in self.output and self.constraint.is_done():
             self.finish_reason = "tool_calls"
             self._finish_text()
@@ -169,16 +230,20 @@ class Sequence:
             self.finish_reason = "length"
             self._finish_text()
 
+    def _add_text(self, piece: str) -> bool:
+        """Append decoded text; True when it completed a stop string (the text is cut there)."""
+        self._unsent += piece
+        cut = self._stops.feed(piece) if self._stops is not None and piece else None
+        if cut is None:
+            return False
+        self._cut = cut
+        self._unsent = self._unsent[: max(0, cut - self._emitted)]
+        self.finish_reason = "stop"
+        return True
+
     def _finish_text(self) -> None:
         """End of stream: emit bytes still held by the decoder (stop strings checked once more)."""
-        tail = self._decoder.flush()
-        if tail:
-            before = len(self.text)
-            self.text += tail
-            cut = find_stop(self.text, self.params.stop, before) if self.params.stop else None
-            if cut is not None:
-                self.text = self.text[:cut]
-                self.finish_reason = "stop"
+        self._add_text(self._decoder.flush())
 
     def _entry(self, kind: type[TopLogprob], token: int, logprob: float) -> Any:
         raw = self.tokenizer.token_bytes(token)
@@ -186,20 +251,18 @@ class Sequence:
 
     def take_delta(self) -> Delta | None:
         """Text and logprobs produced since the last call (stop-prefix hold-back applied)."""
-        if self.done:
-            end = len(self.text)
-        else:
-            end = len(self.text) - (held_back(self.text, self.params.stop) if self.params.stop else 0)
-        end = max(end, self._emitted)
-        if end == self._emitted and not self._pending_ids and not self.done:
+        held = 0 if self.done or self._stops is None else self._stops.held
+        n = max(0, len(self._unsent) - held)  # characters to give out now
+        if n == 0 and not self._pending_ids and not self.done:
             return None
         delta = Delta(
             index=self.index,
-            text=self.text[self._emitted : end],
+            text=self._unsent[:n],
             token_ids=self._pending_ids,
             logprobs=self._pending_lp if self.params.logprobs else None,
             finish_reason=self.finish_reason,
         )
-        self._emitted = end
+        self._unsent = self._unsent[n:]
+        self._emitted += n
         self._pending_ids, self._pending_lp = [], []
         return delta

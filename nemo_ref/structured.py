@@ -11,18 +11,20 @@ Decisions (docs/sampling.md and docs/serving.md, "Structured outputs and tools")
   "an object"). Enum-only and other type-less schemas are enforced too. Property order follows the
   schema. Schemas using keywords llguidance cannot enforce (`not`, `if`, `uniqueItems`,
   `contains`, unknown formats, ...) are rejected with `GrammarError`, never silently ignored.
-- Whitespace between JSON tokens is bounded: each gap is empty, one space, or one line break
-  followed by at most 16 spaces or tabs (`WS_MAX_INDENT`): compact, `json.dumps` and
-  pretty-printed documents all fit, and no gap can take more than a couple of tokens, so a model
-  cannot spend its tokens on whitespace (termination comes from the grammar, whatever the model
-  prefers). The document starts at its first character (no leading whitespace) and ends at its
-  last (EOS is then the only choice).
+- JSON is written with `json.dumps`'s separators and no other whitespace: one space after each
+  `,` and `:` outside strings, nothing anywhere else (`_CANONICAL`), for `response_format`
+  documents and tool calls alike. One form, not a family of them: a gap that may hold a line
+  break and an indent lets a model spend its tokens on whitespace (a random model took the
+  newline plus 8 x two spaces at almost every gap, and 1/20 small objects ended within 60 tokens;
+  issue 15 item 8), and `json.dumps` style is what mistral-common writes in Nemo's prompt.
+  Termination comes from the grammar (each gap is forced) and from the schema's bounds on
+  strings and numbers. The document starts at its first character and ends at its last (EOS is
+  then the only choice).
 - Tool calls use Nemo's v3 format exactly as mistral-common writes it when it re-encodes a call:
   the control token `[TOOL_CALLS]` (id 9) then `[{"name": "N", "arguments": {...}}, ...]`, each
-  call optionally ending with `, "id": "<9 alphanumerics>"`, with `json.dumps`'s separators
-  (`", "` and `": "`) and no other whitespace, in the wrapper and in the arguments alike. Each
-  tool's `parameters` schema constrains its `arguments` (whether or not the tool is `strict`; a
-  tool without parameters takes `{}`). The call wrapper is written in lark (not one big schema) so
+  call optionally ending with `, "id": "<9 alphanumerics>"`, with the same separators in the
+  wrapper and in the arguments. Each tool's `parameters` schema constrains its `arguments`
+  (whether or not the tool is `strict`; a tool without parameters takes `{}`). The call wrapper is written in lark (not one big schema) so
   that each tool's `$ref`s resolve against its own `parameters`.
 - Grammar failures are errors, never a normal-looking stop (nemo_ref/constraint.py): a grammar
   that compiles but cannot run is found when it is compiled; one that fails later raises.
@@ -64,7 +66,6 @@ from .sequence import tool_calls_id
 
 __all__ = [
     "MAX_SCHEMA_CHARS",
-    "WS_MAX_INDENT",
     "BoundedLRU",
     "Constraint",
     "GrammarError",
@@ -75,10 +76,8 @@ __all__ = [
     "tool_grammar",
 ]
 
-WS_MAX_INDENT = 16
-# One gap of whitespace between JSON tokens: nothing, one space, or a line break and an indent.
-_JSON_WS = rf"( |\r?\n[ \t]{{0,{WS_MAX_INDENT}}})?"
-# mistral-common's serialisation of tool calls (json.dumps defaults): no other whitespace.
+# Every JSON document and tool call is written with json.dumps's separators (", " and ": ") and no
+# other whitespace: mistral-common's serialisation of tool calls, and one form for all JSON.
 _CANONICAL = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 MAX_SCHEMA_CHARS = 256 * 1024  # one schema's JSON text; bounds compile time and cache memory
 
@@ -127,27 +126,22 @@ def _uses_all_of(value: Any) -> bool:
     return False
 
 
-def _with_ws(schema: dict, canonical: bool = False) -> dict:
-    """The schema with our x-guidance options: bounded (or canonical) whitespace, unknown
-    keywords rejected."""
+def _with_ws(schema: dict) -> dict:
+    """The schema with our x-guidance options: json.dumps separators, unknown keywords rejected."""
     xg = dict(schema.get("x-guidance") or {})
-    if canonical:
-        xg.pop("whitespace_pattern", None)
-        xg.update(_CANONICAL)
-    else:
-        xg.update(whitespace_flexible=True, whitespace_pattern=_JSON_WS)
-    xg["lenient"] = False
+    xg.pop("whitespace_pattern", None)
+    xg.update(_CANONICAL, lenient=False)
     return {**schema, "x-guidance": xg}
 
 
-def _json_embed(schema: Any, param: str, what: str, canonical: bool = False) -> str:
+def _json_embed(schema: Any, param: str, what: str) -> str:
     """`%json {...}` text for a schema, checked by llguidance's compiler."""
     if not isinstance(schema, Mapping):
         raise GrammarError(f"{what} must be a JSON object", param)
     try:
         if not _uses_all_of(schema):
             schema = _closed(schema)
-        text = json.dumps(_with_ws(dict(schema), canonical), ensure_ascii=False, allow_nan=False)
+        text = json.dumps(_with_ws(dict(schema)), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError, RecursionError) as e:
         raise GrammarError(f"{what} is not valid JSON: {_first_line(str(e))}", param) from None
     if len(text) > MAX_SCHEMA_CHARS:
@@ -192,8 +186,8 @@ def json_grammar(response_format: dict | None) -> str | None:
 
     `{"type": "text"}` -> None; `{"type": "json_object"}` -> one JSON object;
     `{"type": "json_schema", "json_schema": {"name": ..., "schema": {...}, "strict": ...}}` ->
-    a JSON document valid for the schema (enforced whether or not strict). Whitespace between
-    tokens is bounded (see module doc). Raises GrammarError(param="response_format").
+    a JSON document valid for the schema (enforced whether or not strict), with `json.dumps`'s
+    separators (see module doc). Raises GrammarError(param="response_format").
     """
     schema = _response_schema(response_format)
     if schema is None:
@@ -220,7 +214,7 @@ def _calls_rules(functions: list[tuple[str, dict]], parallel: bool) -> list[str]
     rules = ['calls: "[" call (", " call)* "]"' if parallel else 'calls: "[" call "]"']
     rules.append("call: " + " | ".join(f"call_{i}" for i in range(len(functions))))
     for i, (name, params) in enumerate(functions):
-        embed = _json_embed(params, "tools", f"parameters of tool {name!r}", canonical=True)
+        embed = _json_embed(params, "tools", f"parameters of tool {name!r}")
         rules.append(
             f'call_{i}: "{{\\"name\\": \\"{name}\\", \\"arguments\\": " args_{i} '
             '(", \\"id\\": " CALL_ID)? "}"'

@@ -434,6 +434,8 @@ class IncrementalDecoder:
     the flush equals `tokenizer.decode(ids, skip_special)` (Python's incremental UTF-8 decoder
     guarantees this, with the tokenizer's own replacement rule), SentencePiece's dropped
     dummy-prefix space included. `text` is all text emitted so far; `pending` the bytes held back.
+    The pieces are kept in a list and joined when `text` is read: a push copies only its own
+    characters, however long the text already is.
     """
 
     def __init__(self, tokenizer: Tokenizer, skip_special: bool = True):
@@ -441,7 +443,13 @@ class IncrementalDecoder:
         self.skip_special = skip_special
         self._dec = codecs.getincrementaldecoder("utf-8")(errors=tokenizer._errors)
         self._first = True  # no non-control token seen yet
-        self.text = ""
+        self._parts: list[str] = []
+
+    @property
+    def text(self) -> str:
+        if len(self._parts) > 1:
+            self._parts[:] = ["".join(self._parts)]
+        return self._parts[0] if self._parts else ""
 
     def push(self, token_id: int) -> str:
         t = int(token_id)
@@ -455,12 +463,14 @@ class IncrementalDecoder:
         else:
             new = self._dec.decode(tok.piece_bytes(tok._check(t), self._first), final=False)
             self._first = False
-        self.text += new
+        if new:
+            self._parts.append(new)
         return new
 
     def flush(self) -> str:
         new = self._dec.decode(b"", final=True)
-        self.text += new
+        if new:
+            self._parts.append(new)
         return new
 
     @property

@@ -2,6 +2,8 @@
 
     python scripts/bench_server_limits.py --label after                # this checkout
     /path/to/main/.venv/bin/python scripts/bench_server_limits.py --label before   # main's code
+    python scripts/bench_server_limits.py --only 8_termination --trace required_one_tool_parallel \\
+        --trace-seeds 3 7                                                # token-by-token walks
     python scripts/bench_server_limits.py --compare benchmarks/server-hardening-before.json \\
         benchmarks/server-hardening-after.json --out benchmarks/server-hardening.md
 
@@ -254,7 +256,8 @@ def item7(url: str, model: str) -> dict:
     return {"text_plain_post": r.status_code, "no_api_key_option": "see --api-key"}
 
 
-def item8(url: str, model: str, seeds: int) -> dict:
+def item8_cases() -> dict:
+    """The five requests of item 8, by name (without model, seed and max_tokens)."""
     weather = {
         "type": "function",
         "function": {
@@ -292,8 +295,7 @@ def item8(url: str, model: str, seeds: int) -> dict:
         },
         "required": ["city", "temperature", "raining"],
     }
-    base = {**CHAT, "model": model, "max_tokens": 60}
-    cases = {  # the schemas say nothing about additionalProperties, as clients often send them
+    return {  # the schemas say nothing about additionalProperties, as clients often send them
         "required_one_tool_one_call": {
             "tools": [weather],
             "tool_choice": "required",
@@ -308,6 +310,11 @@ def item8(url: str, model: str, seeds: int) -> dict:
         "required_two_tools_parallel": {"tools": [weather, add], "tool_choice": "required"},
         "json_schema_small_object": {"response_format": schema_rf(small)},
     }
+
+
+def item8(url: str, model: str, seeds: int) -> dict:
+    base = {**CHAT, "model": model, "max_tokens": 60}
+    cases = item8_cases()
     out = {}
     for name, extra in cases.items():
         done, tokens = 0, []
@@ -325,6 +332,23 @@ def item8(url: str, model: str, seeds: int) -> dict:
             tokens.append(j["usage"]["completion_tokens"])
         out[name] = {"completed_within_60": f"{done}/{seeds}", "median_tokens": statistics.median(tokens)}
     return out
+
+
+def trace8(url: str, model: str, case: str, seeds: list[int]) -> None:
+    """Print the token-by-token walk of one item-8 case for some seeds: each sampled token, its
+    logprob, and the 5 most likely allowed tokens (the grammar's mask applied), to see where a walk
+    spends its tokens."""
+    body = {**CHAT, "model": model, "max_tokens": 60, "logprobs": True, "top_logprobs": 5}
+    for seed in seeds:
+        r = httpx.post(
+            url + "/v1/chat/completions", json={**body, **item8_cases()[case], "seed": seed}, timeout=300
+        )
+        c = r.json()["choices"][0]
+        content = c["logprobs"]["content"]
+        print(f"== {case} seed {seed}: {c['finish_reason']} after {len(content)} tokens")
+        for e in content:
+            alts = " ".join(f"{t['token']!r}:{t['logprob']:.1f}" for t in e["top_logprobs"])
+            print(f"  {e['token']!r:>18} {e['logprob']:6.2f} | {alts}")
 
 
 def stop_string_step_ms(chars: int = 20_000) -> dict:
@@ -377,6 +401,12 @@ def machine() -> dict:
 
 def run(args) -> dict:
     server, url, _ = start(args.preset, args.max_batch)
+    if args.trace:
+        try:
+            trace8(url, args.preset, args.trace, args.trace_seeds)
+        finally:
+            server.should_exit = True
+        return {}
     port = int(url.rsplit(":", 1)[1])
     report = {
         "label": args.label,
@@ -441,6 +471,10 @@ def main() -> int:
     p.add_argument("--wait", type=float, default=15.0, help="how long to watch a half-sent request")
     p.add_argument("--only", nargs="*", default=None)
     p.add_argument("--out", default=None)
+    p.add_argument(
+        "--trace", default=None, help="print the walks of one item-8 case, e.g. json_schema_small_object"
+    )
+    p.add_argument("--trace-seeds", nargs="*", type=int, default=[0, 1, 2])
     p.add_argument("--compare", nargs=2, default=None, metavar=("BEFORE", "AFTER"))
     args = p.parse_args()
     if args.compare:
@@ -450,6 +484,8 @@ def main() -> int:
         print(text)
         return 0
     report = run(args)
+    if args.trace:
+        return 0
     out = Path(args.out or f"benchmarks/server-hardening-{args.label}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")

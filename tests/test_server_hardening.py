@@ -75,7 +75,7 @@ def test_grammar_failure_in_generation_fails_the_request(server, monkeypatch):
     real = Sequence.allowed
 
     def failing(self):
-        if self.seed == 515151 and self.step == 3:
+        if self.seed == 515151 and self.step == 1:  # after `{`: json_object may be `{}` (2 tokens)
             raise GrammarError("the grammar cannot be enforced: injected")
         return real(self)
 

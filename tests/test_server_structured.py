@@ -191,13 +191,14 @@ def _tool_bias(server) -> dict[str, float]:
     """logit_bias for short tool calls from a random model: -100 on the 116 all-whitespace
     tokens, +30 on the tokens that close the call array (`]`, `"]`, `}]`).
 
-    A random model picks a whitespace token at almost every JSON gap until the gap's cap is
-    reached, and keeps continuing the call array: calls then take hundreds of tokens. Real models
-    do neither; the bias keeps these tests short, and every seed of each range is checked. The
-    closers are in the embedded model's Zipf tail (~24 nats below its favourites,
-    docs/architecture.md), hence +30 to make closing the array likely (1-3 calls per answer). All
-    three, not "]" alone: after a call's `}` the array's end is usually spelled `}]`, and the
-    canonical separator `, ` is a frequent token that otherwise wins.
+    The grammar fixes every gap between JSON tokens (json.dumps separators), but inside a free
+    string a random model keeps writing its favourite merge (two spaces), and it keeps continuing
+    the call array: calls then take hundreds of tokens. Real models do neither; the bias keeps
+    these tests short, and every seed of each range is checked. The closers are in the embedded
+    model's Zipf tail (~24 nats below its favourites, docs/architecture.md), hence +30 to make
+    closing the array likely (1-3 calls per answer). All three, not "]" alone: after a call's `}`
+    the array's end is usually spelled `}]`, and the canonical separator `, ` is a frequent token
+    that otherwise wins.
     (The parse and json_object tests above run without it.)
     """
     tok = server.tokenizer

@@ -2,8 +2,8 @@
 
 Each walk samples uniformly (seeded `random`) among the tokens `Constraint.allowed()` permits, for
 a number of free steps, then steers towards the end (closing punctuation, then the shortest
-tokens) until EOS is allowed. Oracles: `json.loads`, the `jsonschema` validator, the JSON
-grammar of RFC 8259 for where whitespace may sit, and Nemo's tool-call format from docs/serving.md.
+tokens) until EOS is allowed. Oracles: `json.loads`, the `jsonschema` validator, `json.dumps`'s
+separators for where whitespace may sit, and Nemo's tool-call format from docs/serving.md.
 At every step the walk also checks that EOS is allowed exactly when the grammar accepts.
 """
 
@@ -23,7 +23,6 @@ pytest.importorskip("mistral_common")
 jsonschema = pytest.importorskip("jsonschema")
 
 from nemo_ref.structured import (  # noqa: E402
-    WS_MAX_INDENT,
     Constraint,
     GrammarError,
     grammar_for_request,
@@ -163,8 +162,9 @@ def walk(constraint, vocab, rng, free_steps, ws_bias=0.0, prefix=(), max_steps=8
 
 
 def whitespace_gaps(text):
-    """Runs of whitespace between JSON tokens (outside strings), including leading/trailing."""
-    gaps, cur, in_str, esc = [], "", False, False
+    """(the character before, the run of whitespace) for each gap between JSON tokens, outside
+    strings, including the leading ("" before) and the trailing one."""
+    gaps, cur, prev, in_str, esc = [], "", "", False, False
     for ch in text:
         if in_str:
             if esc:
@@ -173,28 +173,25 @@ def whitespace_gaps(text):
                 esc = True
             elif ch == '"':
                 in_str = False
+                prev = ch
             continue
         if ch in " \t\n\r":
             cur += ch
             continue
-        gaps.append(cur)
-        cur = ""
+        gaps.append((prev, cur))
+        cur, prev = "", ch
         in_str = ch == '"'
-    gaps.append(cur)
+    gaps.append((prev, cur))
     return gaps
 
 
-# A gap: nothing, one space, or a line break and an indent (docs/serving.md).
-GAP = re.compile(rf"( |\r?\n[ \t]{{0,{WS_MAX_INDENT}}})?")
-
-
 def check_json_text(text, schema):
+    """Valid for the schema, and written with json.dumps's separators: one space after each `,`
+    and `:` outside strings, no other whitespace (docs/serving.md)."""
     value = json.loads(text)
     jsonschema.validate(value, schema)
-    gaps = whitespace_gaps(text)
-    assert gaps[0] == "" and gaps[-1] == "", "no whitespace before or after the document"
-    for g in gaps:
-        assert GAP.fullmatch(g), f"unbounded whitespace {g!r}"
+    for prev, gap in whitespace_gaps(text):
+        assert gap == (" " if prev in (",", ":") else ""), f"gap {gap!r} after {prev!r} in {text!r}"
     return value
 
 
@@ -245,17 +242,41 @@ def test_enum_only_schema_yields_enum_values(tok, vocab):  # noqa: F811
     assert len(set(seen)) >= 3
 
 
-def test_whitespace_is_bounded_even_when_the_walk_loves_it(tok, vocab):  # noqa: F811
+def test_json_gaps_are_json_dumps_separators_even_when_the_walk_loves_whitespace(tok, vocab):  # noqa: F811
+    """Before: each gap allowed a line break and 16 spaces or tabs, and a random model spent
+    most of its tokens there (issue 15, item 8)."""
     g = json_grammar({"type": "json_schema", "json_schema": {"name": "p", "schema": PERSON}})
-    longest = 0
     for seed in range(8):
         rng = random.Random(seed)
         ids = walk(Constraint(tok, g), vocab, rng, free_steps=120, ws_bias=0.9)
-        text = tok.decode(ids)
-        check_json_text(text, PERSON)
-        longest = max(longest, max(len(x) for x in whitespace_gaps(text)))
-    assert longest > 4, "the walk should have pushed whitespace up to the cap"
-    assert longest <= WS_MAX_INDENT + 2
+        check_json_text(tok.decode(ids), PERSON)
+
+
+@pytest.mark.parametrize(
+    ("prefix", "allowed", "forbidden"),
+    [
+        ("", ["{", '{"'], [" ", "\n", " {", "{\n"]),
+        ("{", ['"', "}"], [" ", "\n", ' "', " }"]),
+        ('{"a', ['"', '":'], ['":"', '"\n']),
+        ('{"a":', [" ", ' "', " {"], ["\n", "  ", '"', "\t", "{"]),
+        ('{"a": 1', [",", "}", "0"], [" ", "\n", " ,", " }"]),
+        ('{"a": 1,', [" ", ' "'], ["\n", "  ", '"']),
+        ('{"a": [1', [",", "]"], [" ", "\n"]),
+    ],
+)
+def test_json_gap_rule(tok, prefix, allowed, forbidden):  # noqa: F811
+    """The whitespace rule itself, token by token: after `:` and `,` exactly one space, nowhere
+    else any whitespace (a unit test of the grammar text, no walk)."""
+    c = Constraint(tok, json_grammar({"type": "json_object"}))
+    for t in tok.encode(prefix, bos=False):
+        c.consume(t)
+    mask = c.allowed()
+    for word in allowed:
+        ids = tok.encode(word, bos=False)
+        assert len(ids) == 1 and mask[ids[0]], (prefix, word)
+    for word in forbidden:
+        ids = tok.encode(word, bos=False)
+        assert len(ids) == 1 and not mask[ids[0]], (prefix, word)
 
 
 def test_property_order_follows_schema(tok, vocab):  # noqa: F811
@@ -648,9 +669,10 @@ OPEN_WEATHER = {
     ids=["small-object", "one-tool", "two-tools"],
 )
 def test_uniform_walks_finish_within_60_tokens(tok, grammar):  # noqa: F811
-    """Termination comes from the grammar's shape: even choosing uniformly among allowed tokens
-    (whitespace is most of them), 20/20 walks end within 60 tokens. Before: each gap allowed a
-    line break and 16 spaces or tabs, and objects took undescribed keys forever."""
+    """Termination comes from the grammar's shape: even choosing uniformly among allowed tokens,
+    20/20 walks end within 60 tokens. Before (issue 15): each gap allowed a line break and 16
+    spaces or tabs (whitespace was most of a walk's tokens), and objects took undescribed keys
+    forever; now every gap is a json.dumps separator."""
     for seed in range(20):
         ids, finished = uniform_walk(Constraint(tok, grammar), random.Random(seed), 60)
         assert finished, tok.decode(ids, skip_special=False)
