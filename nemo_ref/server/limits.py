@@ -31,7 +31,7 @@ log = logging.getLogger("nemo_ref.server")
 
 MAX_TOOLS = 128  # OpenAI's own cap
 MAX_LOGIT_BIAS = 1024  # entries
-MAX_STOP_CHARS = 256  # per stop string (the hold-back check scans each stop per token)
+MAX_STOP_CHARS = 256  # per stop string: each is one KMP automaton of that many states (sequence.StopMatcher)
 MAX_DETOKENIZE_IDS = 262_144
 
 DEFAULT_MAX_REQUEST_BYTES = 4 * 2**20
