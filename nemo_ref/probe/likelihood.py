@@ -140,6 +140,17 @@ def decide(scores: list[Score], runs: Sequence[DesignRun]) -> tuple[str, list[st
     return "inconclusive", group, f"lead {lead:.1f} nats, p = {best.p_value:.2g}"
 
 
+def withhold(verdict: str, reason: str, untested: dict[str, str]) -> tuple[str, str]:
+    """An identification stands only for the properties that were tested: when a requested test
+    measured nothing, every engine that agrees with the leader on what was tested (one nobody
+    emulated included) is tied with it, so "identified" becomes "inconclusive", naming what went
+    untested and why. "no engine fits" stands: the tested properties already rule every engine out."""
+    if verdict != "identified" or not untested:
+        return verdict, reason
+    why = "; ".join(f"{name} untested ({because})" for name, because in untested.items())
+    return "inconclusive", f"{reason}, but {why}: engines that differ only there are tied with it"
+
+
 def _useful(run: DesignRun, scores: Sequence[Score]) -> bool:
     """Whether more draws of ``run`` can still tell two plausible engines apart."""
     if run.status is None or not scores or run.counts.sum() < MIN_DRAWS_PER_DESIGN:
