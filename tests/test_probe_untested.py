@@ -152,3 +152,25 @@ def test_untested_penalties_make_the_verdict_inconclusive():
     assert "penalty scope untested" in reason, reason
     assert any("hold 0.9" in n for n in d["notes"]), d["notes"]  # the anchor says its tail is heavy
     assert math.isfinite(d["ranking"][0]["log_likelihood"])
+
+
+def test_an_engine_must_fit_every_context():
+    """Ten designs at the anchor fit engine "a"; at the near penalty prompt 26 of 32 draws went to
+    the token it calls a coin flip (G = 13.5 on 1 df, p = 2.4e-4). Pooled, the misfit drowns in
+    the anchor's degrees of freedom (p = 0.26); per context it rejects "a", as the near prompt's
+    own sequential run did."""
+    from nemo_ref.probe import likelihood, stats
+    from nemo_ref.probe.world import Prediction
+
+    def run(counts):
+        preds = {"a": Prediction([np.array([0.5, 0.5])]), "b": Prediction([np.array([0.8, 0.2])])}
+        return likelihood.DesignRun({"temperature": 1.0}, preds, np.array(counts), status=200)
+
+    runs = [run([16, 16]) for _ in range(10)] + [run([26, 6])]
+    pooled = {s.engine: s.p_value for s in likelihood.score(runs, ["a", "b"])}
+    assert pooled["a"] > 0.1  # what the pooled test said
+    per_context = {s.engine: s.p_value for s in likelihood.score(runs, ["a", "b"], [0] * 10 + [1])}
+    assert per_context["a"] < stats.REJECT_P, per_context
+    assert per_context["a"] == pytest.approx(
+        stats.chi2_sf(2 * (26 * math.log(26 / 16) + 6 * math.log(6 / 16)), 1)
+    )

@@ -58,7 +58,8 @@ def order(s: Session) -> None:
         s.report.not_testable["order"] = "no usable design (every candidate depends on the invisible tail)"
         return
     runs = [r for _, o in outcomes for r in o.runs] + s.evidence_runs
-    scores = likelihood.score(runs, s.names)
+    groups = [i for i, (_, o) in enumerate(outcomes) for _ in o.runs] + [len(outcomes)] * len(s.evidence_runs)
+    scores = likelihood.score(runs, s.names, groups)  # the fit is tested per context
     verdict, best, reason = likelihood.decide(scores, runs)
     penalty_outcomes = [(c, o) for c, o in outcomes if c is pen_ctx or c is far_ctx]
     if "penalties" in s.only and not penalty_outcomes:
