@@ -14,7 +14,9 @@ and every engine is scored:
 It stops when the best engine leads the best engine it is not tied with by ln(1000) and is not
 rejected ("identified"), when every engine is rejected ("no engine fits"), or when the draws or
 the budget run out ("inconclusive"). Engines whose predictions agree (total variation < TIE) on
-every design the endpoint accepted are tied: reported together, never split.
+every design the endpoint accepted are tied: reported together, never split. An identification
+covers only what was tested: when a requested test measured nothing, ``withhold`` makes it
+"inconclusive" (order.py applies it to the penalty test).
 """
 
 from __future__ import annotations
