@@ -37,16 +37,33 @@ CONTEXT_SCALE = 4.0  # std of the context-dependent logit term, in nats
 CONTROL_PENALTY = 20.0  # nats below the tail: control tokens (EOS included) practically never sampled
 
 
+# The bytes a trained Tekken model writes alone all the time: whitespace, ASCII punctuation and
+# digits. They seldom merge with letters (BPE pre-splits them off words and numbers), so a lone
+# `,`, `"`, `}` or `]` is as common as the top merges; a lone letter is rare (letters merge).
+FREQUENT_BYTES = b" \n\t!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~0123456789"
+
+
 def zipf_log_prior(vocab_size: int, alpha: float = ZIPF_EXPONENT) -> torch.Tensor:
     """A Zipf log-prior over token ids: -alpha * ln(rank) [V].
 
     Merges are ranked in id order (Tekken stores them by merge rank, a rough frequency order), so
-    the frequent tokens are whole pieces of words; byte tokens and control tokens are ranked last
-    (the tail), and control tokens sit a further CONTROL_PENALTY nats below it.
+    the frequent tokens are whole pieces of words. The FREQUENT_BYTES' byte tokens are interleaved
+    with the top merges (ranks 1, 3, 5, ..., in byte order), as in a trained model's unigram
+    frequencies, where JSON's and prose's punctuation ranks with the commonest words; without
+    them, a grammar that needs a lone `}` or `]` fights a model that has never seen one (item 8
+    of benchmarks/server-hardening.md). The other byte tokens and the control tokens are ranked
+    last (the tail), and control tokens sit a further CONTROL_PENALTY nats below it.
     """
     ids = torch.arange(vocab_size, dtype=torch.float64)
     first_merge = N_CONTROL + N_BYTES
-    rank = torch.where(ids >= first_merge, ids - first_merge + 1, torch.full_like(ids, vocab_size))
+    frequent = torch.tensor(list(FREQUENT_BYTES)) + N_CONTROL
+    frequent = frequent[frequent < vocab_size]
+    # merge m (0-based) is preceded by min(m + 1, len(frequent)) frequent bytes: rank 2m + 2 up to
+    # the last interleaved byte, then m + 1 + len(frequent)
+    m = ids - first_merge
+    merge_rank = torch.where(m < len(frequent), 2 * m + 2, m + 1 + len(frequent))
+    rank = torch.where(ids >= first_merge, merge_rank, torch.full_like(ids, vocab_size))
+    rank[frequent] = 2 * torch.arange(len(frequent), dtype=torch.float64) + 1
     prior = -alpha * torch.log(rank)
     prior[: min(N_CONTROL, vocab_size)] -= CONTROL_PENALTY
     return prior

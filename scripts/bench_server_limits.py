@@ -312,11 +312,19 @@ def item8_cases() -> dict:
     }
 
 
+# Item 8's budget is 60 tokens; the parallel-call cases are also measured at the issue's original
+# budget of 150 tokens ("only 9/20 ... seeds end in tool_calls within 150 tokens").
+LONG_BUDGET = 150
+LONG_CASES = ("required_one_tool_parallel", "required_two_tools_parallel")
+
+
 def item8(url: str, model: str, seeds: int) -> dict:
-    base = {**CHAT, "model": model, "max_tokens": 60}
     cases = item8_cases()
+    runs = [(name, extra, 60) for name, extra in cases.items()]
+    runs += [(name, cases[name], LONG_BUDGET) for name in LONG_CASES]
     out = {}
-    for name, extra in cases.items():
+    for name, extra, budget in runs:
+        base = {**CHAT, "model": model, "max_tokens": budget}
         done, tokens = 0, []
         for seed in range(seeds):
             r = httpx.post(url + "/v1/chat/completions", json={**base, **extra, "seed": seed}, timeout=300)
@@ -330,7 +338,11 @@ def item8(url: str, model: str, seeds: int) -> dict:
                     ok = False
             done += ok
             tokens.append(j["usage"]["completion_tokens"])
-        out[name] = {"completed_within_60": f"{done}/{seeds}", "median_tokens": statistics.median(tokens)}
+        key = name if budget == 60 else f"{name}_max_tokens_{budget}"
+        out[key] = {
+            f"completed_within_{budget}": f"{done}/{seeds}",
+            "median_tokens": statistics.median(tokens),
+        }
     return out
 
 

@@ -1,10 +1,17 @@
 """Finding an anchor: a prompt whose next-token distribution is informative (docs/probe.md).
 
-Built-in prompts are tried in turn with ``max_tokens=1, temperature=1, top_logprobs=K``; the
-first whose top token has probability in [0.2, 0.8], with at least four tokens >= 0.02 (all K when
-K < 4) and a top-K mass >= 0.9, is kept and asked twice more: the mean logprobs are the anchor,
-and the largest difference between repeats is reported (batching makes logits wobble). When no
-prompt qualifies, the best near-miss is used and the report says the anchor is weak.
+Built-in prompts are tried in turn with ``max_tokens=1, temperature=1, top_logprobs=K``. A prompt
+qualifies when its top token has probability in [0.2, 0.8], with at least four tokens >= 0.02 (all
+K when K < 4) and a top-K mass >= 0.9; the first whose top-K mass is also >= STRONG_MASS is kept at
+once, else the qualifying prompt with the largest top-K mass once every prompt was tried. The
+invisible tail matters: the penalty test lowers the likeliest tokens, and an engine that truncates
+by default (llama.cpp's top_k 40 and min_p 0.05) then keeps or cuts tail tokens nobody has seen,
+so with a tail of ~0.1 every penalty design's prediction depends on it and test 5 has nothing to
+measure (seen on a model whose likely tokens include partial characters, U+FFFD: those prompts are
+skipped, and the first survivor held only 0.91). The kept prompt is asked twice more: the mean
+logprobs are the anchor, and the largest difference between repeats is reported (batching makes
+logits wobble). When no prompt qualifies, the best near-miss is used and the report says the
+anchor is weak.
 """
 
 from __future__ import annotations
@@ -35,6 +42,9 @@ PROMPTS = (
     "The first letter of the alphabet is",
     "North, south, east or west? Go",
 )
+
+
+STRONG_MASS = 0.98  # top-K mass that leaves the tail too small to decide a penalised prediction
 
 
 @dataclass
@@ -88,7 +98,8 @@ def find_anchor(endpoint: Endpoint, prompts: tuple[str, ...] = PROMPTS, repeats:
     k, first = accepted_k(endpoint, prompts[0])
     if not k:
         return AnchorResult(None, False, 1, 0, f"no logprobs: {first.error if first else 'no reply'}")
-    best: tuple[float, str, list] | None = None
+    best: tuple[float, str, list] | None = None  # the closest near-miss
+    kept: tuple[float, str, list] | None = None  # the qualifying prompt with the most top-K mass
     tried = 0
     for i, prompt in enumerate(prompts):
         reply = first if i == 0 else endpoint.generate(prompt, {"temperature": 1.0}, top_logprobs=k)
@@ -98,7 +109,15 @@ def find_anchor(endpoint: Endpoint, prompts: tuple[str, ...] = PROMPTS, repeats:
         if best is None or closeness > best[0]:
             best = (closeness, prompt, top)
         if ok:
-            return AnchorResult(measure(endpoint, prompt, k, top, repeats), True, tried, k)
+            mass = sum(math.exp(lp) for _, lp in top)
+            if kept is None or mass > kept[0]:
+                kept = (mass, prompt, top)
+            if mass >= STRONG_MASS:
+                break
+    if kept is not None:
+        mass, prompt, top = kept
+        note = "" if mass >= STRONG_MASS else f"the anchor's top {k} tokens hold {mass:.3f}: a heavy tail"
+        return AnchorResult(measure(endpoint, prompt, k, top, repeats), True, tried, k, note)
     assert best is not None
     _, prompt, top = best
     note = f"no built-in prompt met the anchor criteria; using the closest ({prompt!r}): weak anchor"

@@ -8,12 +8,15 @@ and every engine is scored:
 - log-likelihood: the sum over designs of the multinomial log-likelihood (floor 1e-6), maximised
   over the logit offset (world.OFFSETS) jointly for all designs; a design the endpoint rejects
   (400) while the engine accepts it, or the reverse, costs ln(1e-6) once;
-- fit: a G-test of the same counts (p-value); p < 0.001 rejects the engine.
+- fit: a G-test of the same counts per context (p-value: the worst context's); p < 0.001
+  rejects the engine.
 
 It stops when the best engine leads the best engine it is not tied with by ln(1000) and is not
 rejected ("identified"), when every engine is rejected ("no engine fits"), or when the draws or
 the budget run out ("inconclusive"). Engines whose predictions agree (total variation < TIE) on
-every design the endpoint accepted are tied: reported together, never split.
+every design the endpoint accepted are tied: reported together, never split. An identification
+covers only what was tested: when a requested test measured nothing, ``withhold`` makes it
+"inconclusive" (order.py applies it to the penalty test).
 """
 
 from __future__ import annotations
@@ -89,11 +92,21 @@ def _run_terms(
     return ll, imp, stats.g_statistic(run.counts.tolist(), probs)
 
 
-def score(runs: Sequence[DesignRun], names: Sequence[str]) -> list[Score]:
+def score(
+    runs: Sequence[DesignRun], names: Sequence[str], groups: Sequence[int] | None = None
+) -> list[Score]:
     """Every engine's log-likelihood, impossible draws and G-test p-value (best first).
 
     An engine whose prediction for a run is unknown gets the best log-likelihood any engine
     reaches on that run (the benefit of the doubt, never an advantage) and no G-test part.
+
+    ``groups`` (one label per run: the context it was drawn at) makes the fit a test per group:
+    an engine must fit every context, so its p-value is the smallest group's, the same test each
+    context's sequential run stopped on (at most three contexts: a true engine is rejected with
+    probability <= 0.003). Pooled over all runs, one context's misfit drowns among the others'
+    degrees of freedom: the near penalty prompt's run stopped on "no engine fits" (llama.cpp at
+    p = 0.0006, its penalties acting where the endpoint's did not), and pooled with the anchor's
+    and the far prompt's well-fitting designs llama.cpp came back "identified" at p = 0.01.
     """
     answered = [r for r in runs if r.status is not None]
     out = []
@@ -103,8 +116,11 @@ def score(runs: Sequence[DesignRun], names: Sequence[str]) -> list[Score]:
             max((terms[n][i][0] for n in names if terms[n][i] is not None), default=0.0)
             for i in range(len(answered))
         ]
+        label = [0] * len(runs) if groups is None else list(groups)
+        label_of = [label[i] for i, r in enumerate(runs) if r.status is not None]
         for name in names:
-            ll, impossible, parts = 0.0, 0, []
+            ll, impossible = 0.0, 0
+            parts: dict[int, list[tuple[float, int]]] = {}
             for i, t in enumerate(terms[name]):
                 if t is None:
                     ll += best_known[i]
@@ -112,8 +128,9 @@ def score(runs: Sequence[DesignRun], names: Sequence[str]) -> list[Score]:
                 ll += t[0]
                 impossible += t[1]
                 if t[2] is not None:
-                    parts.append(t[2])
-            out.append(Score(name, ll, impossible, stats.combined_p(parts), offset))
+                    parts.setdefault(label_of[i], []).append(t[2])
+            p = min((stats.combined_p(g) for g in parts.values()), default=1.0)
+            out.append(Score(name, ll, impossible, p, offset))
     out.sort(key=lambda s: -s.log_likelihood)
     return out
 
@@ -138,6 +155,17 @@ def decide(scores: list[Score], runs: Sequence[DesignRun]) -> tuple[str, list[st
     if best.p_value >= stats.REJECT_P and lead >= stats.LEAD and enough:
         return "identified", group, f"lead {lead:.1f} nats over {rivals[0].engine if rivals else 'nobody'}"
     return "inconclusive", group, f"lead {lead:.1f} nats, p = {best.p_value:.2g}"
+
+
+def withhold(verdict: str, reason: str, untested: dict[str, str]) -> tuple[str, str]:
+    """An identification stands only for the properties that were tested: when a requested test
+    measured nothing, every engine that agrees with the leader on what was tested (one nobody
+    emulated included) is tied with it, so "identified" becomes "inconclusive", naming what went
+    untested and why. "no engine fits" stands: the tested properties already rule every engine out."""
+    if verdict != "identified" or not untested:
+        return verdict, reason
+    why = "; ".join(f"{name} untested ({because})" for name, because in untested.items())
+    return "inconclusive", f"{reason}, but {why}: engines that differ only there are tied with it"
 
 
 def _useful(run: DesignRun, scores: Sequence[Score]) -> bool:

@@ -58,8 +58,14 @@ def order(s: Session) -> None:
         s.report.not_testable["order"] = "no usable design (every candidate depends on the invisible tail)"
         return
     runs = [r for _, o in outcomes for r in o.runs] + s.evidence_runs
-    scores = likelihood.score(runs, s.names)
+    groups = [i for i, (_, o) in enumerate(outcomes) for _ in o.runs] + [len(outcomes)] * len(s.evidence_runs)
+    scores = likelihood.score(runs, s.names, groups)  # the fit is tested per context
     verdict, best, reason = likelihood.decide(scores, runs)
+    penalty_outcomes = [(c, o) for c, o in outcomes if c is pen_ctx or c is far_ctx]
+    if "penalties" in s.only and not penalty_outcomes:
+        why = _penalties_untested(s, pen_ctx)
+        s.report.not_testable["penalties"] = why
+        verdict, reason = likelihood.withhold(verdict, reason, {"penalty scope": why})
     for sc in scores:
         sc.tied_with = [
             o.engine for o in scores if o.engine != sc.engine and likelihood.tied(sc.engine, o.engine, runs)
@@ -90,9 +96,19 @@ def order(s: Session) -> None:
             "inseparable_here": [" = ".join(p) for p in inseparable],
         },
     )
-    penalty_outcomes = [(c, o) for c, o in outcomes if c is pen_ctx or c is far_ctx]
     if penalty_outcomes:
-        penalty_scope(s, penalty_outcomes, best)
+        penalty_scope(s, penalty_outcomes, best, far_ctx)
+
+
+def _penalties_untested(s: Session, pen_ctx: world.Context | None) -> str:
+    """Why test 5 measured nothing."""
+    if pen_ctx is None:
+        return "the anchor prompt with its likeliest tokens in front got no logprobs"
+    return (
+        "no usable penalty design: with the likeliest tokens penalised, every design's prediction"
+        f" depends on the invisible tail (the anchor's top {s.context.k} tokens hold"
+        f" {1 - s.context.other:.3f})"
+    )
 
 
 __all__ = ["MAX_DRAWS", "order"]

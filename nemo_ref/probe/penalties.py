@@ -83,14 +83,19 @@ def penalty_context(s: Session, far: bool = False) -> Context | None:
     return new
 
 
-def penalty_scope(s: Session, outcomes: list[tuple[Context, likelihood.Outcome]], best: list[str]) -> None:
+def penalty_scope(
+    s: Session,
+    outcomes: list[tuple[Context, likelihood.Outcome]],
+    best: list[str],
+    far_ctx: Context | None = None,
+) -> None:
     """Each penalty's step-0 behaviour near (candidates a few tokens back) and far (more than
     WINDOW_GAP back): moves both = prompt and output; near only = a window; neither = output
     only or ignored (indistinguishable without generated tokens); or rejected."""
     moved: dict[str, list[str]] = {}
     evidence = {}
     for ctx, out in outcomes:
-        label = "far" if ctx is not outcomes[0][0] else "near"
+        label = "far" if ctx is far_ctx else "near"
         verdicts, described = _moves(s, ctx, out, best)
         for name, verdict in verdicts.items():
             moved.setdefault(name, []).append(f"{label}: {verdict}")
