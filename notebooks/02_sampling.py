@@ -23,8 +23,9 @@
 # | S9 | draw | `u = U(seed, choice, step)`; the first id whose running probability exceeds `u` |
 #
 # We look at it on a hand-made logit vector first (readable), then on the logits of the embedded
-# model over the real 131,072-token vocabulary (**random weights**: its distribution is nearly
-# flat and its text is noise; the mechanics are the same as for the real model).
+# model over the real 131,072-token vocabulary (**random weights**, shaped to look trained: a Zipf
+# prior over the vocabulary plus a context term, so a few tokens take most of the mass; its text is
+# still noise, and the mechanics are the same as for the real model).
 
 # %%
 import math
@@ -307,10 +308,10 @@ assert pvalue > 1e-3
 # ## 4. The real vocabulary (random weights)
 #
 # The same pipeline on the logits of the embedded model (`nemo-small`, **random weights**) for a
-# real Tekken-encoded prompt. With random weights the logits are nearly flat, so the truncation
-# stages have a lot to remove; a trained model's distribution is far more peaked and top_p 0.9
-# typically keeps a handful of tokens (in the table, 0.0000 is a probability below 5e-5: the
-# uniform share is 1/131072 = 7.6e-6). The batched torch sampler (the generation loop's default)
+# real Tekken-encoded prompt. Its weights are random but shaped (nemo_ref/demo.py: a Zipf prior
+# plus a context term), so, as with a trained model, a handful of tokens carry most of the mass and
+# the truncation stages cut a long thin tail (in the table, 0.0000 is a probability below 5e-5:
+# the uniform share is 1/131072 = 7.6e-6). The batched torch sampler (the generation loop's default)
 # gives the same distribution as the pure-Python reference over all 131,072 tokens.
 
 # %%
