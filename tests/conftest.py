@@ -60,8 +60,9 @@ def tok():
 
     ``load_tokenizer`` caches what it loaded (about a second for Tekken), so this costs nothing after
     the first module. Module scope, not session: the cache keeps the last 8 files, and a module that
-    loads others (tokenizer/test_sentencepiece.py loads five) may evict Tekken; tokenizer/
-    test_tokenizer.py checks that ``load_tokenizer()`` returns this very object.
+    loads others (tokenizer/test_sentencepiece.py: four bundled files and copies in temporary
+    directories) may evict Tekken; tokenizer/test_tokenizer.py checks that ``load_tokenizer()``
+    returns this very object.
     """
     pytest.importorskip("mistral_common")
     from nemo_ref.tokenizer import load_tokenizer
