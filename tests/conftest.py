@@ -1,4 +1,6 @@
-"""Shared fixtures: small random Nemo-shaped models and their checkpoints in both published layouts.
+"""Fixtures of several parts: small random Nemo-shaped models, their checkpoints in both published
+layouts, and the Tekken tokenizer. One part's own fixtures are in its folder's conftest.py; the helper
+functions behind them are in tests/support.py.
 
 Nothing here downloads anything: transformers runs offline, and every checkpoint is synthetic,
 written by the test session into a temporary directory.
@@ -21,32 +23,8 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 import pytest
 import torch
 
-from nemo_ref.config import ModelArgs
 from nemo_ref.model import Transformer
-
-
-def random_model(
-    args: ModelArgs | str = "nemo-tiny",
-    seed: int = 0,
-    std: float = 0.1,
-    dtype: torch.dtype = torch.float32,
-    attn_backend: str = "sdpa",
-) -> Transformer:
-    """A model with random weights large enough that attention is far from uniform.
-
-    ``init_random``'s default std (0.02) leaves attention nearly uniform at these sizes, so RoPE or
-    q/k-permutation bugs would barely move the logits; std 0.1 makes them visible. The norm weights
-    are randomised too (1 + 0.1 N(0,1)) so that a norm loaded into the wrong place shows.
-    """
-    if isinstance(args, str):
-        args = ModelArgs.preset(args)
-    model = Transformer(args, attn_backend=attn_backend, dtype=dtype).init_random(seed, std=std)
-    g = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("norm.weight"):
-                p.copy_(1 + 0.1 * torch.randn(p.shape, generator=g))
-    return model
+from tests.support import random_model
 
 
 @pytest.fixture(scope="session")
@@ -74,3 +52,19 @@ def tiny_checkpoints(tiny_model, tmp_path_factory) -> dict[str, object]:
         "mistral": save_checkpoint(tiny_model, root / "mistral", "mistral", dtype=torch.float32),
         "hf": save_checkpoint(tiny_model, root / "hf", "hf", dtype=torch.float32, max_shard_bytes=40_000_000),
     }
+
+
+@pytest.fixture(scope="module")
+def tok():
+    """nemo_ref's Tokenizer on the bundled tekken_240718.json.
+
+    ``load_tokenizer`` caches what it loaded (about a second for Tekken), so this costs nothing after
+    the first module. Module scope, not session: the cache keeps the last 8 files, and a module that
+    loads others (tokenizer/test_sentencepiece.py: four bundled files and copies in temporary
+    directories) may evict Tekken; tokenizer/test_tokenizer.py checks that ``load_tokenizer()``
+    returns this very object.
+    """
+    pytest.importorskip("mistral_common")
+    from nemo_ref.tokenizer import load_tokenizer
+
+    return load_tokenizer()
