@@ -136,14 +136,6 @@ FACTOR = 4.0
 
 
 @pytest.fixture(scope="module")
-def tok():
-    pytest.importorskip("mistral_common")
-    from nemo_ref.tokenizer import load_tokenizer
-
-    return load_tokenizer()
-
-
-@pytest.fixture(scope="module")
 def client(tok):
     """The app around a tiny YaRN-scaled model: trained on 64 positions, scaled 4x."""
     pytest.importorskip("llguidance")

@@ -31,7 +31,7 @@ from nemo_ref.probe import probe  # noqa: E402
 from nemo_ref.probe.anchor import PROMPTS  # noqa: E402
 from nemo_ref.sampling.params import ParamError  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CORE = ("capabilities", "logprobs_mode", "greedy", "validation", "order", "penalties")
 HEAD = [f" w{i:02d}" for i in range(20)]  # ids 1..20: the likely tokens
 TAIL = [f" t{i:03d}" for i in range(200)]  # ids 21..220: the tail
