@@ -4,7 +4,7 @@ Plain Python, no kernel: the launchers in ``attention.py`` ask this module how t
 (``prefill_config``, ``decode_config``; the decode split rule ``decode_max_splits`` /
 ``decode_split_len``), check it against sm_90's shared memory before Triton would fail with an
 opaque error, and check the caller's tensors (``check_inputs``). ``python -m
-nemo_ref.kernels._compile`` and ``tests/test_kernels_compile.py`` hold these figures against the
+nemo_ref.kernels._compile`` and ``tests/kernels/test_compile.py`` hold these figures against the
 compiled kernels.
 """
 
@@ -23,7 +23,7 @@ DECODE_NUM_STAGES = 3
 COMBINE_BLOCK_S = 16  # fixed, not sized to the launch: the combine's sums stay batch-invariant
 # Decode split programs one SM holds at once (bf16, D 128, the defaults): shared memory allows
 # 3 (71680 B each of sm_90's 233472 B per SM); registers would allow 5 (88 x 128 threads of
-# 65536). tests/test_kernels_compile.py checks this against the compiled kernel.
+# 65536). tests/kernels/test_compile.py checks this against the compiled kernel.
 DECODE_PROGRAMS_PER_SM = 3
 # Keys per split at least: below this the partial outputs (GROUP x (D + 1) float32 per split)
 # stop being negligible next to the split's K/V (256 keys x D x 2 x 2 B = 64x the partials at

@@ -9,7 +9,7 @@ holds the whole checkpoint; :func:`load_model_tp` reports the bytes read.
 
 HF layout: the q/k rows are permuted within each head (docs/architecture.md), and a rank's heads
 are whole, contiguous blocks of rows, so un-permuting the rank's block with its own head count
-equals slicing the un-permuted full matrix (tests/test_tp.py proves it for every rank).
+equals slicing the un-permuted full matrix (tests/tp/test_tp.py proves it for every rank).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ Every server runs in this process (uvicorn in a thread, 127.0.0.1, one Engine ea
 model); the probe talks to them over HTTP only. The result is a confusion matrix (true engine x the
 probe's answer), the requests and sampled tokens each endpoint cost, and a check that a
 deliberately inconsistent engine (llama.cpp's truncation order with vLLM's penalty scopes) comes
-back as "no engine fits". tests/test_probe_proof.py runs the same function.
+back as "no engine fits". tests/probe/test_proof.py runs the same function.
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def markdown(results: dict[str, Any], machine: str, total_s: float | None = None
     lines = [
         "# The probe against nemo-ref serve --semantics ENGINE (confusion matrix)",
         "",
-        "Produced by `python scripts/bench_probe.py` (also run by tests/test_probe_proof.py). Every",
+        "Produced by `python scripts/bench_probe.py` (also run by tests/probe/test_proof.py). Every",
         "endpoint is the embedded nemo-tiny model with RANDOM weights served in-process under one",
         "`--semantics`; the probe talks to it over HTTP only. 'answer' is the probe's verdict: the",
         "identified engine and the engines it cannot be told apart from on this endpoint (a tie), or",

@@ -7,7 +7,7 @@
 The ``.py`` files are what one edits (and what ruff lints); the ``.ipynb`` files are committed *executed*,
 so that GitHub shows their tables and plots, and with fixed cell ids, so that rebuilding changes only
 what really changed. Outputs come from this machine's run (random weights; CPU timings).
-``tests/test_notebooks.py`` checks that every committed notebook's cells are exactly its source's and
+``tests/notebooks/test_notebooks.py`` checks that every committed notebook's cells are exactly its source's and
 runs every notebook top to bottom.
 
 Notebooks run in a Jupyter kernel started with *this* interpreter (``sys.executable``), through a

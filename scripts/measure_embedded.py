@@ -2,7 +2,7 @@
 
     python scripts/measure_embedded.py [--presets nemo-tiny nemo-small] [--prompts 100]
 
-The figures go into docs/architecture.md ("The embedded model"); tests/test_probe_embedded.py
+The figures go into docs/architecture.md ("The embedded model"); tests/probe/test_embedded.py
 holds the same measurement to bounds.
 """
 

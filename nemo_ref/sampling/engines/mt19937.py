@@ -6,7 +6,7 @@ x1, x2 of the Mersenne Twister, (x1 + x2 * 2**32) / 2**64 in double arithmetic, 
 rounds up to 1.0 is replaced by the largest double below 1. The twister itself is MT19937 as
 published (Matsumoto & Nishimura 1998) with the standard `init_genrand` seeding, which is what
 `std::mt19937(seed)` does. Written out here (a few dozen lines) rather than borrowed from numpy's
-legacy seeding, so it can be read; tests/test_engines_llama_cpp.py checks it against the real
+legacy seeding, so it can be read; tests/engines/test_llama_cpp.py checks it against the real
 llama.cpp sampler.
 """
 
