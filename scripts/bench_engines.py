@@ -16,15 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
-from machine_info import cpu_model
+from machine_info import machine
 from timing import timed
 
 from nemo_ref.sampling import ParamError, engines
@@ -169,17 +166,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     meta = {
-        "cpu": cpu_model(),
-        "cores": os.cpu_count(),
-        "threads": torch.get_num_threads(),
-        "numpy": np.__version__,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
+        **machine(numpy=np.__version__),
         "vocab": VOCAB,
         "history": {"prompt": PROMPT_LEN, "output": OUTPUT_LEN},
         "engines": {n: engines.get(n).version for n in engines.names()},
-        "date": time.strftime("%Y-%m-%d"),
-        "load_average": " / ".join(f"{x:.1f}" for x in os.getloadavg()),
     }
     results = [bench(setting, args.repeat) for setting in REQUESTS]
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -18,14 +18,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import platform
-import time
 from pathlib import Path
 
 import torch
 import transformers
-from machine_info import cpu_model  # scripts/ is on sys.path when a script runs
+from machine_info import machine  # scripts/ is on sys.path when a script runs
 from timing import timed
 from transformers.generation.logits_process import (
     MinPLogitsWarper,
@@ -202,18 +199,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "sampler-cpu")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    meta = {
-        "cpu": cpu_model(),
-        "cores": os.cpu_count(),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "python": platform.python_version(),
-        "vocab": VOCAB,
-        "params": repr(EVERY_KNOB),
-        "date": time.strftime("%Y-%m-%d"),
-        "load_average": " / ".join(f"{x:.1f}" for x in os.getloadavg()),
-    }
+    meta = {**machine(transformers=transformers.__version__), "vocab": VOCAB, "params": repr(EVERY_KNOB)}
     results = []
     for batch in (1, 8):
         results.append(bench(batch, args.repeat, args.reference_repeat))

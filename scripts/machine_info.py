@@ -15,3 +15,23 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def machine(**packages: str) -> dict:
+    """The machine and run a benchmark records: CPU, cores, torch threads, versions (torch, python
+    and the ``packages`` given as name=version), date and load average (the machine is shared)."""
+    import os
+    import time
+
+    import torch
+
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        **packages,
+        "python": platform.python_version(),
+        "date": time.strftime("%Y-%m-%d"),
+        "load_average": " / ".join(f"{x:.1f}" for x in os.getloadavg()),
+    }
