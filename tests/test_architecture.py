@@ -43,3 +43,12 @@ def _doc_layers() -> list[set[str]]:
 def test_the_page_draws_the_layers_the_script_checks():
     g = _graph()
     assert _doc_layers() == [set(layer) for layer in g.LAYERS]
+
+
+def test_no_library_module_over_500_lines():
+    """One idea per module: nemo_ref/ and kernels/ keep every file under ~500 lines (the longer
+    files outside them, two notebooks and one benchmark script, say why in docs/architecture.md)."""
+    g = _graph()
+    sizes = {name: len(path.read_text().splitlines()) for name, path in g.modules().items()}
+    assert len(sizes) > 50
+    assert {name: n for name, n in sizes.items() if n > 500} == {}
