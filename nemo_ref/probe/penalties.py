@@ -139,11 +139,15 @@ def _moves(
             if p is not None and not p.rejects:
                 base = b
                 break
+    seed = 5000  # seeded where the endpoint takes seeds, as every other run: a rerun repeats it
     for name, value in world.MULTIPLICATIVE_PENALTIES:
         design = {**base, name: value}
         run = likelihood.DesignRun(design, {}, np.zeros(ctx.k + 1, dtype=np.int64))
         while run.counts.sum() < 32 and s.endpoint.left > RESERVE:
-            reply = s.endpoint.generate(ctx.prompt, design, n=s.n, top_logprobs=1)
+            seed += 1
+            reply = s.endpoint.generate(
+                ctx.prompt, design, n=s.n, top_logprobs=1, seed=seed if s.seed_ok else None
+            )
             run.status, run.error = reply.status, reply.error
             if not reply.ok:
                 break
