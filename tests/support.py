@@ -4,6 +4,10 @@ Fixtures are in conftest.py files (tests/conftest.py for those of several parts,
 conftest.py for one part's); the functions and constants they and the tests need are here:
 
 - ``random_model``: a small random-weight model whose attention is far from uniform;
+- ``rel_err``: the relative error every logits comparison states its bound in;
+- ``load_script``: a script of scripts/ as a module (the probe tests drive bench_probe.py's
+  endpoints; scripts are not a package);
+- ``SMALL_OBJECT``, ``OPEN_WEATHER``: the small schema and tool the termination tests share;
 - the test server: one real uvicorn server per test process, on loopback, for tests/server/. The
   model is ``nemo-tiny`` with deterministic random weights and the real Tekken tokenizer. The server
   runs in a daemon thread on a free 127.0.0.1 port; ``running_server()`` is cached per process, so
@@ -14,11 +18,14 @@ conftest.py for one part's); the functions and constants they and the tests need
 from __future__ import annotations
 
 import atexit
+import importlib.util
 import socket
 import threading
 import time
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -26,6 +33,51 @@ import torch
 
 from nemo_ref.config import ModelArgs
 from nemo_ref.model import Transformer
+
+ROOT = Path(__file__).resolve().parent.parent  # the checkout
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    """max |a - b| / max |b|, in float32 or wider (bf16 inputs are widened first)."""
+    dtype = torch.promote_types(torch.promote_types(a.dtype, b.dtype), torch.float32)
+    a, b = a.to(dtype), b.to(dtype)
+    return ((a - b).abs().max() / b.abs().max()).item()
+
+
+def load_script(name: str) -> ModuleType:
+    """``scripts/<name>.py`` imported as a module."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# The small schema and tool of the termination tests (tests/structured/): what clients send,
+# nothing said about additionalProperties.
+SMALL_OBJECT = {
+    "type": "object",
+    "properties": {
+        "city": {"type": "string", "maxLength": 12},
+        "temperature": {"type": "integer", "minimum": -50, "maximum": 50},
+        "raining": {"type": "boolean"},
+    },
+    "required": ["city", "temperature", "raining"],
+}
+OPEN_WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string", "maxLength": 12},
+                "unit": {"enum": ["celsius", "fahrenheit"]},
+            },
+            "required": ["city", "unit"],
+        },
+    },
+}
+
 
 MODEL_NAME = "nemo-tiny-test"
 MAX_BATCH = 8

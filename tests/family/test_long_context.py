@@ -16,6 +16,8 @@ from nemo_ref.checkpoint import load_model
 transformers = pytest.importorskip("transformers")
 from transformers import MistralConfig, MistralForCausalLM  # noqa: E402
 
+from tests.support import rel_err  # noqa: E402
+
 ORIGINAL = 32  # the trained context of these tiny models
 FACTOR = 4.0
 T = 3 * ORIGINAL  # every test runs to three times the original context
@@ -42,10 +44,6 @@ SCALINGS = {
         int(FACTOR * ORIGINAL),
     ),
 }
-
-
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a - b).abs().max() / b.abs().max()).item()
 
 
 def hf_model(rope: dict, max_pos: int, seed: int = 0) -> MistralForCausalLM:
@@ -98,14 +96,14 @@ def test_logits_beyond_the_original_context_equal_transformers(pairs, scaling):
     with torch.no_grad():
         expected = theirs(toks).logits.float()
     got = ours(toks)  # no cache: positions 0..T-1 in one forward
-    assert rel(got, expected) <= TOL, scaling
+    assert rel_err(got, expected) <= TOL, scaling
 
     # With a KV cache of exactly T positions (so dynamic NTK scales for T, as transformers does for
     # a T-token forward), prefill in two chunks: the second chunk lies wholly past the original.
     kv = ours.new_cache(1, T)
     first = ours(toks[:, :40], cache=kv)
     second = ours(toks[:, 40:], start_pos=40, cache=kv)
-    assert rel(torch.cat([first, second], 1), expected) <= TOL, scaling
+    assert rel_err(torch.cat([first, second], 1), expected) <= TOL, scaling
 
 
 def test_the_oracle_sees_the_scaling(pairs):
@@ -116,9 +114,9 @@ def test_the_oracle_sees_the_scaling(pairs):
     plain = ours.args.replace(rope_scaling=type(ours.args.rope_scaling)(), max_seq_len=T)
     unscaled = type(ours)(plain, dtype=torch.float32)
     unscaled.load_state_dict(ours.state_dict())
-    assert rel(ours(toks), unscaled(toks)) > 100 * TOL  # dynamic NTK takes effect past 32
+    assert rel_err(ours(toks), unscaled(toks)) > 100 * TOL  # dynamic NTK takes effect past 32
     within = toks[:, :ORIGINAL]
-    assert rel(ours(within), unscaled(within)) <= 1e-6  # and not before
+    assert rel_err(ours(within), unscaled(within)) <= 1e-6  # and not before
 
 
 def test_dynamic_ntk_grows_with_the_context_in_use(pairs):
@@ -130,8 +128,8 @@ def test_dynamic_ntk_grows_with_the_context_in_use(pairs):
     toks = tokens(2)[:, :50]
     with torch.no_grad():
         expected = theirs(toks).logits.float()  # scaled for 50 positions
-    assert rel(ours(toks), expected) <= TOL
-    assert rel(ours(toks, cache=ours.new_cache(1, 50)), expected) <= TOL
+    assert rel_err(ours(toks), expected) <= TOL
+    assert rel_err(ours(toks, cache=ours.new_cache(1, 50)), expected) <= TOL
 
 
 def test_positions_past_max_positions_are_refused(pairs):

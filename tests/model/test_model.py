@@ -12,16 +12,13 @@ import torch
 from nemo_ref.checkpoint import mistral_to_hf_name
 from nemo_ref.config import ModelArgs
 from nemo_ref.model import Transformer
+from tests.support import rel_err
 
 # Small and fast, still Nemo-shaped: n_heads * head_dim = 128 != dim = 64, GQA 2:1.
 SMALL = ModelArgs(
     dim=64, n_layers=2, head_dim=32, hidden_dim=160, n_heads=4, n_kv_heads=2, vocab_size=300, max_seq_len=128
 )
 TOL = 1e-5
-
-
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a - b).abs().max() / b.abs().max()).item()
 
 
 @pytest.fixture(scope="module", params=["sdpa", "eager"])
@@ -42,7 +39,7 @@ def test_token_by_token_decode_equals_the_full_forward(model):
     full = full_forward(model, toks)
     kv = model.new_cache(2, 32)
     steps = torch.cat([model(toks[:, t : t + 1], t, cache=kv) for t in range(toks.shape[1])], dim=1)
-    assert rel(steps, full) <= TOL
+    assert rel_err(steps, full) <= TOL
 
 
 @pytest.mark.parametrize("chunks", [(5, 7, 1, 11), (1, 23), (12, 12)])
@@ -54,7 +51,7 @@ def test_chunked_prefill_equals_the_full_forward(model, chunks):
     for n in chunks:
         out.append(model(toks[:, pos : pos + n], pos, cache=kv))
         pos += n
-    assert rel(torch.cat(out, dim=1), full) <= TOL
+    assert rel_err(torch.cat(out, dim=1), full) <= TOL
 
 
 def test_last_only_returns_the_last_position(model):
@@ -80,7 +77,7 @@ def test_batched_decode_rows_at_different_positions_equal_each_row_alone(model):
     batched = torch.cat(batched, dim=1)  # [3, 6, V]
     for i, prompt in enumerate(prompts):
         alone = full_forward(model, torch.cat([prompt, continuation[i : i + 1]], dim=1))
-        assert rel(batched[i], alone[0, -6:]) <= TOL, f"row {i}"
+        assert rel_err(batched[i], alone[0, -6:]) <= TOL, f"row {i}"
 
 
 def test_batched_prefill_with_tensor_start_pos_and_default_rows(model):
@@ -91,8 +88,8 @@ def test_batched_prefill_with_tensor_start_pos_and_default_rows(model):
     model(b[:, :1], 0, cache=kv, rows=torch.tensor([1]))
     nxt = torch.cat([a[:, 6:9], b[:, 1:4]])
     out = model(nxt, torch.tensor([6, 1]), cache=kv)
-    assert rel(out[0], full_forward(model, a[:, :9])[0, 6:]) <= TOL
-    assert rel(out[1], full_forward(model, b)[0, 1:]) <= TOL
+    assert rel_err(out[0], full_forward(model, a[:, :9])[0, 6:]) <= TOL
+    assert rel_err(out[1], full_forward(model, b)[0, 1:]) <= TOL
 
 
 def test_logits_are_float32_for_a_bfloat16_model(make_model):
@@ -202,7 +199,7 @@ def test_n_heads_times_head_dim_differs_from_dim(dim, n_heads, head_dim, n_kv_he
     out = m(toks)
     assert out.shape == (2, 7, 50) and torch.isfinite(out).all()
     m.set_attn_backend("eager")
-    assert rel(m(toks), out) <= TOL
+    assert rel_err(m(toks), out) <= TOL
 
 
 def test_tied_embeddings_share_one_tensor():
@@ -217,8 +214,8 @@ def test_llama4_query_scaling_changes_only_positions_past_the_original_length(ma
     scaled = make_model(SMALL.replace(llama4_beta=0.5, llama4_original_max=8), seed=2)
     toks = seq(16, seed=3)
     a, b = plain(toks), scaled(toks)
-    assert rel(b[:, :8], a[:, :8]) <= TOL  # floor(pos / 8) = 0: scale 1
-    assert rel(b[:, 8:], a[:, 8:]) > 1e-3
+    assert rel_err(b[:, :8], a[:, :8]) <= TOL  # floor(pos / 8) = 0: scale 1
+    assert rel_err(b[:, 8:], a[:, 8:]) > 1e-3
 
 
 # ---- the decode hot path: no gathered cache copy, no host syncs, a capturable step ----------
@@ -280,7 +277,7 @@ def test_the_capturable_decode_step_gives_the_same_logits(make_model):
         if backend == "triton":
             assert torch.equal(outs[0], outs[1])
         else:
-            assert rel(outs[1], outs[0]) <= TOL, backend
+            assert rel_err(outs[1], outs[0]) <= TOL, backend
 
 
 def test_contiguous_rows_are_read_in_place_and_scattered_rows_by_index(make_model, monkeypatch):
@@ -307,7 +304,7 @@ def test_contiguous_rows_are_read_in_place_and_scattered_rows_by_index(make_mode
         seen.clear()
         outs[tuple(rows)] = m(seq(1, batch=2, seed=22).reshape(2, 1), [4, 7], rows=rows, cache=cache)
         assert seen == [rows == [1, 2]] * SMALL.n_layers
-    assert rel(outs[(3, 0)], outs[(1, 2)]) <= TOL
+    assert rel_err(outs[(3, 0)], outs[(1, 2)]) <= TOL
 
 
 def test_sliding_window_field_is_validated():
@@ -328,12 +325,12 @@ def test_sliding_window_matches_transformers_past_the_window(tiny_model, tiny_ch
     toks = torch.randint(0, 131072, (1, 16), generator=torch.Generator().manual_seed(9))
     with torch.no_grad():
         want = hf.eval()(toks).logits.float()
-    assert rel(tiny_model(toks), want) > 1e-3  # the window matters past position 5
+    assert rel_err(tiny_model(toks), want) > 1e-3  # the window matters past position 5
     for backend in ("sdpa", "eager", "triton"):
         m = Transformer(tiny_model.args.replace(sliding_window=window), attn_backend=backend)
         m.load_state_dict(tiny_model.state_dict())
-        assert rel(m(toks), want) <= 1e-4, backend  # no cache: the chunk attends within itself
+        assert rel_err(m(toks), want) <= 1e-4, backend  # no cache: the chunk attends within itself
         cache = m.new_cache(1, 32)
         steps = [m(toks[:, :11], 0, cache=cache)]  # prompt past the window, then decode
         steps += [m(toks[:, t : t + 1], t, cache=cache) for t in range(11, 16)]
-        assert rel(torch.cat(steps, dim=1), want) <= 1e-4, backend
+        assert rel_err(torch.cat(steps, dim=1), want) <= 1e-4, backend

@@ -17,11 +17,9 @@ from nemo_ref.checkpoint import convert_checkpoint, load_model, permute_for_hf
 transformers = pytest.importorskip("transformers")
 from transformers import MistralConfig, MistralForCausalLM  # noqa: E402
 
+from tests.support import rel_err  # noqa: E402
+
 TOL = 1e-4
-
-
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a.float() - b.float()).abs().max() / b.float().abs().max()).item()
 
 
 def tokens(vocab: int, shape=(2, 13), seed: int = 0) -> torch.Tensor:
@@ -48,9 +46,9 @@ def test_hf_checkpoint_written_by_nemo_ref_matches_transformers(tiny_model, tiny
     theirs = hf_logits(hf_load(tiny_checkpoints["hf"]), toks)
     logits = ours(toks)
     assert logits.dtype == torch.float32
-    assert rel(logits, theirs) <= TOL
+    assert rel_err(logits, theirs) <= TOL
     # The same weights in memory as the model that was saved.
-    assert rel(tiny_model(toks), theirs) <= TOL
+    assert rel_err(tiny_model(toks), theirs) <= TOL
 
 
 def test_oracle_detects_a_missing_qk_unpermutation(tiny_checkpoints):
@@ -64,7 +62,7 @@ def test_oracle_detects_a_missing_qk_unpermutation(tiny_checkpoints):
         for layer in model.layers:
             layer.attention.wq.weight.copy_(permute_for_hf(layer.attention.wq.weight, a.n_heads))
             layer.attention.wk.weight.copy_(permute_for_hf(layer.attention.wk.weight, a.n_kv_heads))
-    assert rel(model(toks), theirs) > 100 * TOL
+    assert rel_err(model(toks), theirs) > 100 * TOL
 
 
 def test_mistral_layout_matches_transformers_on_the_converted_checkpoint(tiny_checkpoints, tmp_path):
@@ -72,7 +70,7 @@ def test_mistral_layout_matches_transformers_on_the_converted_checkpoint(tiny_ch
     from_mistral = load_model(tiny_checkpoints["mistral"], dtype=torch.float32, progress=False)
     converted = convert_checkpoint(tiny_checkpoints["mistral"], tmp_path / "hf", "hf", progress=False)
     theirs = hf_logits(hf_load(converted), toks)
-    assert rel(from_mistral(toks), theirs) <= TOL
+    assert rel_err(from_mistral(toks), theirs) <= TOL
     # Both layouts hold the same weights, so nemo_ref computes exactly the same logits from either.
     from_hf = load_model(tiny_checkpoints["hf"], dtype=torch.float32, progress=False)
     assert torch.equal(from_mistral(toks), from_hf(toks))
@@ -139,7 +137,7 @@ def test_checkpoint_saved_by_transformers_loads_in_nemo_ref(geometry, rope, tmp_
     ours = load_model(tmp_path, dtype=torch.float32, progress=False)
     assert ours.args.head_dim == GEOMETRIES[geometry]["head_dim"]
     toks = tokens(512, shape=(2, 40))  # 40 positions: past yarn/llama3's original 64 / factor
-    assert rel(ours(toks), hf_logits(theirs, toks)) <= TOL
+    assert rel_err(ours(toks), hf_logits(theirs, toks)) <= TOL
 
 
 def test_single_file_save_pretrained_loads(tmp_path):
@@ -149,7 +147,7 @@ def test_single_file_save_pretrained_loads(tmp_path):
     assert not (tmp_path / "model.safetensors.index.json").exists()
     ours = load_model(tmp_path, dtype=torch.float32, progress=False)
     toks = tokens(512, seed=2)
-    assert rel(ours(toks), hf_logits(theirs, toks)) <= TOL
+    assert rel_err(ours(toks), hf_logits(theirs, toks)) <= TOL
 
 
 def test_kv_cache_decode_matches_transformers_generate(tiny_checkpoints):
@@ -175,4 +173,4 @@ def test_eager_and_sdpa_backends_agree(tiny_checkpoints):
     sdpa = load_model(tiny_checkpoints["mistral"], dtype=torch.float32, attn_backend="sdpa", progress=False)
     eager = load_model(tiny_checkpoints["mistral"], dtype=torch.float32, attn_backend="eager", progress=False)
     assert eager.attn_backend == "eager" and sdpa.attn_backend == "sdpa"
-    assert rel(sdpa(toks), eager(toks)) <= 1e-5
+    assert rel_err(sdpa(toks), eager(toks)) <= 1e-5

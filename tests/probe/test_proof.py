@@ -9,14 +9,13 @@ do not enter the ranking) and covered once, on a chat-only run.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import httpx
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import load_script
+
 BUDGET = 300
 CORE = ("capabilities", "logprobs_mode", "greedy", "validation", "order", "penalties")
 
@@ -25,9 +24,7 @@ CORE = ("capabilities", "logprobs_mode", "greedy", "validation", "order", "penal
 def bench():
     pytest.importorskip("fastapi")
     pytest.importorskip("uvicorn")
-    spec = importlib.util.spec_from_file_location("bench_probe", ROOT / "scripts" / "bench_probe.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("bench_probe")
     return module
 
 

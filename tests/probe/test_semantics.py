@@ -8,9 +8,6 @@ exactly (llama.cpp's seeded draw; an inverse-CDF draw with U(seed, choice, 0) el
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import httpx
 import numpy as np
 import pytest
@@ -20,16 +17,14 @@ from nemo_ref.sampling import engines
 from nemo_ref.sampling.rng import uniform
 from nemo_ref.server.semantics import Semantics
 from nemo_ref.tokenizer import load_tokenizer
+from tests.support import load_script
 
-ROOT = Path(__file__).resolve().parents[2]
 PROMPT = [1, 5000, 7000, 9000, 11000]  # token ids: the completions route uses them as given
 SEMANTICS = ("vllm", "llama.cpp", "tgi", "sglang", "hf")
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_probe", ROOT / "scripts" / "bench_probe.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("bench_probe")
     return module
 
 

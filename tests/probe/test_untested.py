@@ -17,10 +17,8 @@ disqualified most anchor prompts).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,8 +28,8 @@ httpx = pytest.importorskip("httpx")
 from nemo_ref.probe import probe  # noqa: E402
 from nemo_ref.probe.anchor import PROMPTS  # noqa: E402
 from nemo_ref.sampling.params import ParamError  # noqa: E402
+from tests.support import load_script  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
 CORE = ("capabilities", "logprobs_mode", "greedy", "validation", "order", "penalties")
 HEAD = [f" w{i:02d}" for i in range(20)]  # ids 1..20: the likely tokens
 TAIL = [f" t{i:03d}" for i in range(200)]  # ids 21..220: the tail
@@ -49,9 +47,7 @@ REQUEST_FIELDS = {"model", "prompt", "n", "seed", "stop", "logprobs", "max_token
 
 
 def _mix():
-    spec = importlib.util.spec_from_file_location("bench_probe", ROOT / "scripts" / "bench_probe.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("bench_probe")
     return module.inconsistent_engine()
 
 

@@ -30,6 +30,8 @@ from nemo_ref.structured import (  # noqa: E402
     parse_tool_calls,
     tool_grammar,
 )
+from tests.support import OPEN_WEATHER  # noqa: E402
+from tests.support import SMALL_OBJECT as SMALL  # noqa: E402
 
 EOS, TOOL_CALLS = 2, 9
 
@@ -631,31 +633,6 @@ def uniform_walk(constraint, rng, cap):
         constraint.consume(t)
         out.append(t)
     return out, False
-
-
-SMALL = {  # what clients send: nothing said about additionalProperties
-    "type": "object",
-    "properties": {
-        "city": {"type": "string", "maxLength": 12},
-        "temperature": {"type": "integer", "minimum": -50, "maximum": 50},
-        "raining": {"type": "boolean"},
-    },
-    "required": ["city", "temperature", "raining"],
-}
-OPEN_WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "city": {"type": "string", "maxLength": 12},
-                "unit": {"enum": ["celsius", "fahrenheit"]},
-            },
-            "required": ["city", "unit"],
-        },
-    },
-}
 
 
 @pytest.mark.parametrize(

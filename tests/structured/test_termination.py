@@ -23,31 +23,10 @@ from nemo_ref.generate import generate
 from nemo_ref.sampling.params import SamplingParams
 from nemo_ref.structured import Constraint, grammar_for_request, parse_tool_calls
 from nemo_ref.tokenizer import load_tokenizer
+from tests.support import OPEN_WEATHER as WEATHER
+from tests.support import SMALL_OBJECT as SMALL
 
 MESSAGES = [{"role": "user", "content": "What is the weather in Paris?"}]
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "city": {"type": "string", "maxLength": 12},
-                "unit": {"enum": ["celsius", "fahrenheit"]},
-            },
-            "required": ["city", "unit"],
-        },
-    },
-}
-SMALL = {
-    "type": "object",
-    "properties": {
-        "city": {"type": "string", "maxLength": 12},
-        "temperature": {"type": "integer", "minimum": -50, "maximum": 50},
-        "raining": {"type": "boolean"},
-    },
-    "required": ["city", "temperature", "raining"],
-}
 N = 8  # choices per case, one batch
 
 

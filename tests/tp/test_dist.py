@@ -25,6 +25,7 @@ import torch
 from nemo_ref.checkpoint import load_model, save_checkpoint
 from nemo_ref.config import ModelArgs
 from nemo_ref.model import Transformer
+from tests.support import rel_err
 from tests.tp import tp_worker
 
 pytestmark = pytest.mark.slow
@@ -65,10 +66,6 @@ def _env(rank: int, port: int) -> dict[str, str]:
         "OMP_NUM_THREADS": "1",
         "NEMO_REF_TP_TIMEOUT": "30",
     }
-
-
-def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).abs().max() / b.abs().max())
 
 
 def _run_workers(checkpoints: Path, out: Path) -> tuple[int, float, str]:
@@ -133,7 +130,7 @@ def test_two_ranks_compute_what_one_process_does_and_fail_together(checkpoints, 
         for name in ("no_cache", "prefill_a", "prefill_b", "decode_1", "decode_2"):
             key = f"{layout}/{name}"
             assert got[key].shape == ref[key].shape, key
-            assert _rel_err(got[key], ref[key]) <= REL_TOL, key
+            assert rel_err(got[key], ref[key]) <= REL_TOL, key
     # tokens: greedy, seeded n=2 (copied prompt rows), an engine whose rows free out of order
     for layout in tp_worker.GENERATE:
         for name in ("greedy", "seeded", "engine"):
