@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from ..backends import default_attn_backend
+from ..demo import DEFAULT_PRESET
 from ..model import ATTN_BACKENDS
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -28,7 +29,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--preset",
         default=None,
-        help="random-weight model of a preset's shape, e.g. mistral-7b-v0.3 (default: nemo-small)",
+        help=f"random-weight model of a preset's shape, e.g. mistral-7b-v0.3 (default: {DEFAULT_PRESET})",
     )
     g.add_argument("--weights-seed", type=int, default=0, help="seed of the embedded random weights")
     g.add_argument("--dtype", choices=DTYPES, default=None, help="default: bf16 on CUDA, else fp32")
@@ -87,7 +88,7 @@ def model_from_args(args: argparse.Namespace) -> tuple[Any, str | None]:
     device, preset or checkpoint raises ValueError (ConfigError, CheckpointError) naming it."""
     import torch.distributed as dist
 
-    from ..demo import DEFAULT_PRESET, embedded_model, notice
+    from ..demo import embedded_model, notice
 
     tp = dist.is_available() and dist.is_initialized()
     device = device_from_args(args)

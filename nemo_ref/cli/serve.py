@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..engine import PREFILL_CHUNK
 from .flags import add_model_args, add_sampler_arg, device_from_args, load_from_args
 
 DEFAULT_MAX_MODEL_LEN = 8192  # KV cache rows x this many positions are allocated up front
@@ -33,7 +34,8 @@ def add_commands(subparsers: Any) -> None:
         "--max-model-len",
         type=int,
         default=None,
-        help=f"context per sequence, prompt + completion (default: the model's, at most {DEFAULT_MAX_MODEL_LEN})",
+        help="positions per sequence, prompt + completion (default: the model's max_positions, its trained "
+        f"context or longer under a RoPE scaling, at most {DEFAULT_MAX_MODEL_LEN})",
     )
     p.add_argument(
         "--model-name",
@@ -45,7 +47,7 @@ def add_commands(subparsers: Any) -> None:
         "--prefill-chunk",
         type=int,
         default=None,
-        help="prompt tokens prefilled per engine step, between decode steps (default: 512)",
+        help=f"prompt tokens prefilled per engine step, between decode steps (default: {PREFILL_CHUNK})",
     )
     p.add_argument(
         "--semantics",
