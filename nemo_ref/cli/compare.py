@@ -23,7 +23,7 @@ from ..compare import (
 )
 from ..sampling import ParamError
 from ..sampling import engines as registry
-from .flags import add_model_args, add_prompt_args, load_from_args, prompt_from_args
+from .flags import add_model_args, add_prompt_args, load_from_args, logit_bias_item, prompt_from_args
 
 HELP = "the next-token distribution under each engine's sampling rules, side by side"
 DESCRIPTION = """\
@@ -32,11 +32,8 @@ show the top tokens side by side. Unset request fields take each engine's own de
 
 
 def _bias_item(text: str) -> tuple[int, float]:
-    key, sep, value = text.partition("=")
     try:
-        if not sep:
-            raise ValueError
-        return int(key), float(value)
+        return logit_bias_item(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"--logit-bias expects ID=BIAS (e.g. 42=-5); got {text!r}") from None
 

@@ -51,6 +51,15 @@ def prompt_from_args(args: argparse.Namespace) -> str | list[dict[str, str]]:
     return [*system, {"role": "user", "content": args.prompt}]
 
 
+def logit_bias_item(text: str) -> tuple[int, float]:
+    """One ``--logit-bias`` item, ``ID=BIAS`` (e.g. ``42=-5``): (token id, bias); ValueError if it is
+    not one. Each command words its own error (generate exits with it, compare through argparse)."""
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise ValueError(f"no '=' in {text!r}")
+    return int(key), float(value)
+
+
 def add_sampler_arg(p: argparse.ArgumentParser) -> None:
     """``--sampler``: None leaves the choice to the engine (backends.default_sampler)."""
     p.add_argument("--sampler", choices=("torch", "triton"), default=None, help="default: triton on CUDA")

@@ -9,7 +9,14 @@ import sys
 from typing import Any
 
 from ..sampling.params import DISTRIBUTION_FIELDS
-from .flags import add_model_args, add_prompt_args, add_sampler_arg, load_from_args, prompt_from_args
+from .flags import (
+    add_model_args,
+    add_prompt_args,
+    add_sampler_arg,
+    load_from_args,
+    logit_bias_item,
+    prompt_from_args,
+)
 
 # The flags that reach SamplingParams under their own names; --logit-bias (ID=VALUE items),
 # --logprobs (implied by --top-logprobs) and --stop are converted on the way (params_from_args).
@@ -54,13 +61,11 @@ def add_sampling_args(p: argparse.ArgumentParser) -> None:
 def _logit_bias(items: list[str]) -> dict[int, float]:
     out = {}
     for item in items:
-        key, sep, value = item.partition("=")
         try:
-            if not sep:
-                raise ValueError
-            out[int(key)] = float(value)
+            token, bias = logit_bias_item(item)
         except ValueError:
             raise SystemExit(f"--logit-bias expects ID=VALUE, got {item!r}") from None
+        out[token] = bias
     return out
 
 
