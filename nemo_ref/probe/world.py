@@ -78,10 +78,6 @@ class Context:
         return np.concatenate([known, tail_logits]) + offset
 
 
-def filler_id(context: Context, tail: str) -> int:
-    return context.logits(tail, 0.0).size - 1
-
-
 @dataclass
 class Prediction:
     """An engine's prediction for one design: per offset, the cell probabilities (or REJECT).

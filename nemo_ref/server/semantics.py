@@ -38,8 +38,6 @@ from ..sampling.params import DISTRIBUTION_FIELDS, ParamError, SamplingParams
 from ..sampling.reference import SampleResult
 from ..sampling.rng import uniform
 
-DEFAULT_SEMANTICS = "nemo_ref"
-
 # Sampling fields nemo_ref's protocol knows: under another semantics they belong to the engine
 # (validated by it, or rejected as unknown when it has no such field).
 NEMO_REF_SAMPLING_FIELDS = DISTRIBUTION_FIELDS
@@ -188,4 +186,4 @@ def _inverse_cdf(probs: np.ndarray, u: float) -> int:
     return i
 
 
-__all__ = ["DEFAULT_SEMANTICS", "EmulatedParams", "Semantics", "register_semantics", "semantics_names"]
+__all__ = ["EmulatedParams", "Semantics", "register_semantics", "semantics_names"]
