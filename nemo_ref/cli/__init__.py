@@ -24,8 +24,8 @@ import argparse
 from . import checkpoint, compare, generate, probe, serve
 
 DESCRIPTION = (
-    "The ``nemo-ref`` command: generate, serve, compare, and checkpoint tools (make-checkpoint, convert, "
-    "inspect)."
+    "The nemo-ref command: generate, serve, compare, probe, and the checkpoint tools (make-checkpoint, "
+    "convert, inspect)."
 )
 
 
