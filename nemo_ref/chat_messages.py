@@ -5,11 +5,11 @@ result to mistral-common, which owns every prompt format. What is decided here: 
 are accepted (content as a string or text parts, tool-call arguments as a JSON string or an object,
 `developer` as `system`), how client tool-call ids map to the 9 alphanumerics Mistral's formats
 require (`nemo_tool_call_id`), and the one error type, `ChatFormatError`, naming the request field.
+mistral-common is imported inside the functions.
 
 This module is the one home of the rules on tool definitions (`tool_functions`: the shape, the
 function-name rule, unique names) and on `tool_choice` (`tool_choice_mode`): the prompt encoder,
 the grammar builder (structured.py) and the server all call these two.
-mistral-common is imported inside the functions.
 """
 
 from __future__ import annotations
