@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..engine import PREFILL_CHUNK
+from ..sampling.engines import registry
 from .flags import add_model_args, add_sampler_arg, device_from_args, load_from_args
 
 DEFAULT_MAX_MODEL_LEN = 8192  # KV cache rows x this many positions are allocated up front
@@ -53,8 +54,8 @@ def add_commands(subparsers: Any) -> None:
         "--semantics",
         default="nemo_ref",
         metavar="ENGINE",
-        help="sample as this engine does: nemo_ref (default), vllm, hf, llama.cpp, ollama, sglang, tgi, "
-        "mistral-inference, openai (its order, defaults, validation and logprobs; docs/probe.md)",
+        help=f"sample as this engine does, one of: {', '.join(registry.names())} (default: nemo_ref); its "
+        "order, defaults, validation and logprobs (docs/probe.md)",
     )
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     _add_limit_args(p)
