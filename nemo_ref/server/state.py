@@ -156,7 +156,7 @@ class ServerState:
         self._check_n(params.n)
         tools = body.tools_json()
         choice = body.tool_choice_json()
-        # even when no grammar enforces them (structured_outputs false)
+        # tools and tool_choice are checked even when no grammar enforces them (structured_outputs false)
         tool_choice_mode(choice, [f.name for f in tool_functions(tools)])
         self.check_prompt_chars(text_chars(body.messages), "messages")
         grammar = None  # first: it checks the schemas of tools and response_format
