@@ -21,8 +21,9 @@ Fields sent by clients through ``extra_body`` arrive at the top level: ``top_k``
 ``repetition_penalty``, ``logprobs_mode`` ("raw" | "processed") and ``structured_outputs`` (false
 turns grammar enforcement off for the request).
 
-Responses are plain dicts built by the functions at the end of this file, so each one reads like
-the JSON it produces.
+Responses are plain dicts, so each one reads like the JSON it produces: their parts (the envelope,
+logprobs, usage) are built by the functions at the end of this file, the bodies by responses.py and
+streaming.py.
 """
 
 from __future__ import annotations
