@@ -32,7 +32,6 @@ __all__ = [
     "ATTN_BACKENDS",
     "Attention",
     "AttnBackend",
-    "Batch",  # re-exported: the per-call metadata (batch.py)
     "FeedForward",
     "GraphedDecode",
     "KVCache",  # re-exported: the cache the caller owns (kv_cache.py)
