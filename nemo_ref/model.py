@@ -205,8 +205,8 @@ class TransformerBlock(nn.Module):
 class Transformer(nn.Module):
     """Token embeddings, ``n_layers`` blocks, a final RMSNorm and an (untied) output projection."""
 
-    # Set by whoever fills the weights (demo.py, checkpoint/load.py for a make-checkpoint output);
-    # the CLI and the server label every output of a random-weight model with it.
+    # Set by whoever fills the weights (demo.py; checkpoint/load.py and tp_load.py for a
+    # make-checkpoint output); the CLI and the server label every output of a random-weight model with it.
     random_weights: bool
     tp: object | None  # where a tensor-parallel shard sits (tp.TPInfo, set by tp.parallelize)
 
