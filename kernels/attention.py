@@ -39,7 +39,6 @@ import triton.language as tl
 from .attention_config import (
     COMBINE_BLOCK_S,
     DECODE_PROGRAMS_PER_SM,
-    HEAD_DIMS,
     MIN_SPLIT_LEN,
     SM90_MAX_SHARED,
     check_inputs,
@@ -470,7 +469,6 @@ def attention(
 
 __all__ = [
     "DECODE_PROGRAMS_PER_SM",
-    "HEAD_DIMS",
     "MIN_SPLIT_LEN",
     "SM90_MAX_SHARED",
     "attention",
