@@ -34,7 +34,6 @@ __all__ = [
     "AttnBackend",
     "FeedForward",
     "GraphedDecode",
-    "KVCache",  # re-exported: the cache the caller owns (kv_cache.py)
     "RMSNorm",
     "Transformer",
     "TransformerBlock",
