@@ -30,6 +30,7 @@ split rule, sm_90's shared memory -- is ``attention_config.py``, re-exported her
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torch
 import triton
@@ -38,7 +39,6 @@ import triton.language as tl
 from .attention_config import (
     COMBINE_BLOCK_S,
     DECODE_PROGRAMS_PER_SM,
-    HEAD_DIMS,
     MIN_SPLIT_LEN,
     SM90_MAX_SHARED,
     check_inputs,
@@ -236,7 +236,10 @@ def prefill_launch(
     return o, [launch]
 
 
-def prefill_attention(q, k, v, start_pos, scale=None, **kwargs) -> torch.Tensor:
+def prefill_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start_pos: torch.Tensor,
+    scale: float | None = None, **kwargs: Any,
+) -> torch.Tensor:  # fmt: skip
     """Causal attention of ``T`` queries per row continuing after ``start_pos[b]`` cached keys.
 
     Keywords: ``rows``, ``window`` (sliding window), ``block_m``, ``block_n``, ``num_warps``,
@@ -430,7 +433,10 @@ def decode_launch(
     return o, [split, combine]
 
 
-def decode_attention(q, k, v, start_pos, scale=None, **kwargs) -> torch.Tensor:
+def decode_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start_pos: torch.Tensor,
+    scale: float | None = None, **kwargs: Any,
+) -> torch.Tensor:  # fmt: skip
     """One query per row (``T == 1``) against ``start_pos[b] + 1`` cached keys (split-KV).
 
     Keywords: ``rows``, ``window``, ``max_len``, ``split_len``, ``min_split``, ``max_splits``,
@@ -463,7 +469,6 @@ def attention(
 
 __all__ = [
     "DECODE_PROGRAMS_PER_SM",
-    "HEAD_DIMS",
     "MIN_SPLIT_LEN",
     "SM90_MAX_SHARED",
     "attention",

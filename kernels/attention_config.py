@@ -69,7 +69,7 @@ def decode_config(fp32: bool, head_dim: int = 128) -> tuple[int, int, int]:
     """Default ``(BLOCK_N, num_warps, num_stages)`` of the decode split kernel: 64-key tiles,
     4 warps, 3 stages, fewer stages and keys where that would not fit sm_90's shared memory."""
     itemsize = 4 if fp32 else 2
-    for block_n, stages in ((64, 3), (32, 3), (32, 2), (16, 2)):
+    for block_n, stages in ((DECODE_BLOCK_N, DECODE_NUM_STAGES), (32, 3), (32, 2), (16, 2)):
         if decode_shared_bytes(block_n, stages, head_dim, itemsize) <= SM90_MAX_SHARED:
             return block_n, DECODE_NUM_WARPS, stages
     raise AssertionError("unreachable: head_dim is at most 256")

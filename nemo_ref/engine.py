@@ -27,7 +27,7 @@ import torch
 
 from .backends import default_sampler
 from .sampling.metadata import SampleRow
-from .sampling.sampler import make_sampler
+from .sampling.sampler import SamplerBackend, make_sampler
 from .sequence import Delta, Sequence
 
 PREFILL_CHUNK = 512  # prompt tokens per engine step: bounds a running stream's inter-token gap
@@ -65,7 +65,7 @@ class _Prefill:
 
 
 class Engine:
-    """Owns the model's KV cache and schedules sequences onto its rows."""
+    """Owns a KV cache (its own: engines can share a model) and schedules sequences onto its rows."""
 
     def __init__(
         self,
@@ -73,7 +73,7 @@ class Engine:
         *,
         max_batch: int = 8,
         max_len: int | None = None,
-        sampler: str | Callable[[torch.Tensor, list], list] | None = None,
+        sampler: str | SamplerBackend | None = None,
         cuda_graph: bool = False,
         prefill_chunk: int = PREFILL_CHUNK,
     ):

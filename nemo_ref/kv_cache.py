@@ -29,7 +29,9 @@ class KVCache:
     v: list[torch.Tensor]
 
     @classmethod
-    def allocate(cls, args: ModelArgs, max_batch: int, max_len: int, dtype, device) -> KVCache:
+    def allocate(
+        cls, args: ModelArgs, max_batch: int, max_len: int, dtype: torch.dtype, device: torch.device | str
+    ) -> KVCache:
         shape = (max_batch, args.n_kv_heads, max_len, args.head_dim)  # [N, 8, S, 128] for Nemo
         return cls(
             k=[torch.zeros(shape, dtype=dtype, device=device) for _ in range(args.n_layers)],

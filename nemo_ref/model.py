@@ -32,10 +32,8 @@ __all__ = [
     "ATTN_BACKENDS",
     "Attention",
     "AttnBackend",
-    "Batch",  # re-exported: the per-call metadata (batch.py)
     "FeedForward",
     "GraphedDecode",
-    "KVCache",  # re-exported: the cache the caller owns (kv_cache.py)
     "RMSNorm",
     "Transformer",
     "TransformerBlock",
@@ -206,8 +204,8 @@ class TransformerBlock(nn.Module):
 class Transformer(nn.Module):
     """Token embeddings, ``n_layers`` blocks, a final RMSNorm and an (untied) output projection."""
 
-    # Set by whoever fills the weights (demo.py, checkpoint/load.py for a make-checkpoint output);
-    # the CLI and the server label every output of a random-weight model with it.
+    # Set by whoever fills the weights (demo.py; checkpoint/load.py and tp_load.py for a
+    # make-checkpoint output); the CLI and the server label every output of a random-weight model with it.
     random_weights: bool
     tp: object | None  # where a tensor-parallel shard sits (tp.TPInfo, set by tp.parallelize)
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .sampling.params import SamplingParams
@@ -32,15 +32,6 @@ TOOL_CALLS_ID = 9  # Tekken v3 control token [TOOL_CALLS]; SentencePiece v2+ has
 def tool_calls_id(tokenizer: Any) -> int | None:
     """The tokenizer's `[TOOL_CALLS]` id (None when its format has no tool calls, e.g. v1)."""
     return getattr(tokenizer, "tool_calls_id", TOOL_CALLS_ID)
-
-
-class Decoder(Protocol):
-    """What a sequence needs of a tokenizer (nemo_ref.tokenizer.Tokenizer satisfies it)."""
-
-    eos_id: int
-
-    def token_bytes(self, token_id: int) -> bytes: ...
-    def token_str(self, token_id: int) -> str: ...
 
 
 @dataclass

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from .model import KVCache
+from .kv_cache import KVCache
 from .tp import DEFAULT_TIMEOUT_S, TPError, env_world_size, init_from_env
 
 __all__ = ["TPDriver", "follow"]

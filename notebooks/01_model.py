@@ -27,7 +27,7 @@ from _helpers import md_table
 import nemo_ref
 from nemo_ref import ModelArgs, Transformer
 from nemo_ref.demo import embedded_model, notice
-from nemo_ref.model import KVCache
+from nemo_ref.kv_cache import KVCache
 from nemo_ref.rope import apply_rotary, inv_frequencies, rope_table
 
 torch.manual_seed(0)

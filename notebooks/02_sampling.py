@@ -311,7 +311,7 @@ assert pvalue > 1e-3
 # real Tekken-encoded prompt. Its weights are random but shaped (nemo_ref/demo.py: a Zipf prior
 # plus a context term), so, as with a trained model, a handful of tokens carry most of the mass and
 # the truncation stages cut a long thin tail (in the table, 0.0000 is a probability below 5e-5:
-# the uniform share is 1/131072 = 7.6e-6). The batched torch sampler (the generation loop's default)
+# the uniform share is 1/131072 = 7.6e-6). The batched torch sampler (the generation loop's sampler off CUDA)
 # gives the same distribution as the pure-Python reference over all 131,072 tokens.
 
 # %%

@@ -105,13 +105,13 @@ def bench(batch: int, repeat: int, reference_repeat: int) -> dict[str, object]:
     plain_rows = [SampleRow(SamplingParams(), 7, b, 0, [], []) for b in range(batch)]
     with_logprobs = dataclasses.replace(EVERY_KNOB, logprobs=True, top_logprobs=5)
     logprob_rows = [dataclasses.replace(row, params=with_logprobs) for row in rows]
-    sample_batch = TorchSampler()
+    sampler = TorchSampler()  # what the engine calls off CUDA
     t = timed(
         {
-            "nemo_ref_batched": lambda: sample_batch(logits, rows),
+            "nemo_ref_batched": lambda: sampler(logits, rows),
             "transformers_chain_multinomial": hf_step,
-            "nemo_ref_batched_all_knobs_off": lambda: sample_batch(logits, plain_rows),
-            "nemo_ref_batched_with_raw_logprobs": lambda: sample_batch(logits, logprob_rows),
+            "nemo_ref_batched_all_knobs_off": lambda: sampler(logits, plain_rows),
+            "nemo_ref_batched_with_raw_logprobs": lambda: sampler(logits, logprob_rows),
         },
         repeat,
         warmup=3,

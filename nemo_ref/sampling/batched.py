@@ -28,13 +28,12 @@ from dataclasses import dataclass
 
 import torch
 
-from .metadata import SampleRow, SamplingMetadata, build_metadata
+from .metadata import DTYPE, SampleRow, SamplingMetadata, build_metadata
 from .reference import SampleResult, SamplingError
 
 __all__ = ["SampleResult", "SampleRow", "distribution", "distribution_batch", "sample", "sample_batch"]
 
 NEG_INF = -math.inf
-DTYPE = torch.float64
 FLOAT64_MIN = torch.finfo(DTYPE).min  # a threshold that keeps every finite logit and no -inf
 TOP_P_FIRST_CANDIDATES = 1024  # top_p's first guess at how many ranks it needs; grows x8
 BLOCK = 64  # block size of the n-th-largest search (see _candidates)

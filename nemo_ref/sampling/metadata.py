@@ -2,7 +2,7 @@
 
 The engine hands the sampler one ``SampleRow`` per sequence (its ``SamplingParams``, its draw's
 counters, its history and its S0 mask). ``build_metadata`` reads every row once and lays the step
-out as the columns below; both backends (``sampler.TorchSampler``, ``sampler.TritonSampler``) read
+out as columns; both backends (``sampler.TorchSampler``, ``sampler.TritonSampler``) read
 only these columns (``SamplingMetadata``'s docstring lists them), never ``SampleRow.params``.
 
 Histories are gathered only for rows whose penalties read them, so a row without penalties costs

@@ -28,10 +28,10 @@ def row(params: SamplingParams, prompt=(), output=(), allowed=None, seed=0, step
 
 
 def kernel_probs(logits: torch.Tensor, rows: list[SampleRow], block_v: int = BLOCK_V, **kw) -> torch.Tensor:
-    return S.probabilities(logits, **row_inputs(rows, logits.shape[1]), block_v=block_v, **kw)
+    return S.probabilities(logits, **kernel_inputs(rows, logits.shape[1]), block_v=block_v, **kw)
 
 
-def row_inputs(rows: list[SampleRow], vocab: int) -> dict:
+def kernel_inputs(rows: list[SampleRow], vocab: int) -> dict:
     return TritonSampler.kernel_inputs(build_metadata(rows, vocab, "cpu"))
 
 
@@ -214,11 +214,11 @@ def test_draw_picks_the_token_whose_cdf_interval_holds_u():
             lo = float(cdf[token - 1]) if token > 0 else 0.0
             u.append((lo + float(cdf[token])) / 2)  # the middle of the token's interval
             expected.append(token)
-        got = S.sample(logits, **row_inputs(rows, 777), u=torch.tensor(u), block_v=1024)
+        got = S.sample(logits, **kernel_inputs(rows, 777), u=torch.tensor(u), block_v=1024)
         assert got.tolist() == expected
 
 
-def test_sample_rows_matches_reference_sample():
+def test_triton_sampler_matches_reference_sample():
     logits, rows = random_rows(777, 1)
     for b, r in enumerate(rows):  # seeds with a draw away from a CDF boundary; logprobs on
         params = SamplingParams(**{**vars(r.params), "logprobs": True, "top_logprobs": 5})

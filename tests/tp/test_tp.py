@@ -164,7 +164,7 @@ def test_tied_embeddings_stay_tied_in_their_shard():
 
 
 def test_kv_cache_row_methods_touch_only_their_row_and_prefix():
-    from nemo_ref.model import KVCache
+    from nemo_ref.kv_cache import KVCache
 
     cache = KVCache.allocate(SMALL, 3, 6, torch.float32, "cpu")
     for k, v in zip(cache.k, cache.v, strict=True):
