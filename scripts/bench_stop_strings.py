@@ -1,6 +1,9 @@
 """Per-token cost of stop-string handling (nemo_ref/sequence.py) as the output grows (issue 15, item 8).
 
-    python scripts/bench_stop_strings.py [--out benchmarks/stop-strings-cpu.json]
+    python scripts/bench_stop_strings.py [--out FILE.json]   # printed when --out is not given
+
+The recorded runs: benchmarks/server-hardening-item8-stop-before.json (the rescan per token) and
+-stop-after.json (the KMP automata), summed up in benchmarks/server-hardening.md.
 
 One ``Sequence`` appends the same 2-character token ("ab") until its text is 1k, 20k and 100k
 characters long, with 4 stop strings that never match but whose hold-back check has to look far:
