@@ -5,8 +5,7 @@ Compares, in one run on one machine:
   calls it: the step's metadata built from the rows, then the pipeline);
 - transformers' logits-processor chain (bias, repetition, OpenAI presence/frequency, temperature,
   top_k, top_p, min_p; transformers' order) + softmax + torch.multinomial, float32 as HF runs it;
-  the chain tests/sampling/test_oracle.py's `hf_processors` builds for that order (the oracle of
-  the parity tests), written out below: scripts import only the package, never the tests;
+  the chain is nemo_ref.sampling.transformers_chain's, the oracle of the parity tests;
 - the pure-Python reference (nemo_ref.sampling.reference.sample), per row, for scale.
 
 Writes benchmarks/sampler-cpu.md and benchmarks/sampler-cpu.json.
@@ -24,19 +23,12 @@ import torch
 import transformers
 from machine_info import machine  # scripts/ is on sys.path when a script runs
 from timing import timed
-from transformers.generation.logits_process import (
-    MinPLogitsWarper,
-    RepetitionPenaltyLogitsProcessor,
-    SequenceBiasLogitsProcessor,
-    TemperatureLogitsWarper,
-    TopKLogitsWarper,
-    TopPLogitsWarper,
-)
 
 from nemo_ref.sampling import reference
 from nemo_ref.sampling.metadata import SampleRow
 from nemo_ref.sampling.params import SamplingParams
 from nemo_ref.sampling.sampler import TorchSampler
+from nemo_ref.sampling.transformers_chain import TRANSFORMERS_ORDER, processors
 
 ROOT = Path(__file__).resolve().parent.parent
 VOCAB = 131072
@@ -45,34 +37,6 @@ EVERY_KNOB = SamplingParams(
     temperature=0.8, top_p=0.9, top_k=50, min_p=0.05, repetition_penalty=1.1,
     presence_penalty=0.3, frequency_penalty=0.2, logit_bias={11: -100, 1000: 5.0, 1234: 2.0},
 )  # fmt: skip
-
-
-class OpenAIPenalties:
-    """OpenAI's documented presence/frequency formula (transformers has no processor for it):
-    mu[j] -> mu[j] - c[j] * alpha_frequency - float(c[j] > 0) * alpha_presence, c over the output,
-    counted at every step as the parity tests' oracle counts it."""
-
-    def __init__(self, presence: float, frequency: float, output_ids: torch.Tensor):
-        self.presence, self.frequency, self.output_ids = presence, frequency, output_ids
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        ones = torch.ones_like(self.output_ids, dtype=scores.dtype)
-        counts = torch.zeros_like(scores).scatter_add_(1, self.output_ids, ones)
-        return scores - counts * self.frequency - (counts > 0).to(scores.dtype) * self.presence
-
-
-def transformers_chain(params: SamplingParams, output_ids: torch.Tensor) -> list:
-    """transformers' processors for every knob of `params` (all on), in transformers' order: bias,
-    repetition, presence/frequency, temperature, top_k, top_p, min_p. output_ids: [B, G]."""
-    return [
-        SequenceBiasLogitsProcessor([[[i], b] for i, b in params.logit_bias.items()]),
-        RepetitionPenaltyLogitsProcessor(params.repetition_penalty),
-        OpenAIPenalties(params.presence_penalty, params.frequency_penalty, output_ids),
-        TemperatureLogitsWarper(params.temperature),
-        TopKLogitsWarper(params.top_k),
-        TopPLogitsWarper(params.top_p),
-        MinPLogitsWarper(params.min_p),
-    ]
 
 
 def workload(batch: int, seed: int = 0):
@@ -94,7 +58,7 @@ def bench(batch: int, repeat: int, reference_repeat: int) -> dict[str, object]:
     ]  # fmt: skip
     # the histories as the generation loop holds them: Python lists, converted every step
     input_ids = torch.cat([prompt, output], dim=1)
-    chain = transformers_chain(EVERY_KNOB, output)
+    chain = processors(EVERY_KNOB, output, TRANSFORMERS_ORDER)  # every knob on: all seven
 
     def hf_step() -> torch.Tensor:
         scores = logits.clone()

@@ -4,7 +4,8 @@ reference wherever the semantics coincide (no tie or near-tie at a cut-off). The
 in other engines' orders, compute the "others" column of docs/sampling.md's worked examples, and
 the doc's table is checked against them here.
 
-scripts/bench_sampler.py times the chain `hf_processors` builds in transformers' order (written out there).
+The chain is nemo_ref/sampling/transformers_chain.py's (scripts/bench_sampler.py times it in
+transformers' own order).
 """
 
 from __future__ import annotations
@@ -17,58 +18,16 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from transformers.generation.logits_process import (
-    MinPLogitsWarper,
     RepetitionPenaltyLogitsProcessor,
-    SequenceBiasLogitsProcessor,
-    TemperatureLogitsWarper,
-    TopKLogitsWarper,
-    TopPLogitsWarper,
 )
 
 from nemo_ref.sampling import reference as ref
 from nemo_ref.sampling.params import SamplingParams
+from nemo_ref.sampling.transformers_chain import SPEC_ORDER
+from nemo_ref.sampling.transformers_chain import processors as hf_processors
 
-SPEC_ORDER = ("bias", "repetition", "presence_frequency", "temperature", "min_p", "top_k", "top_p")
 MARGIN = 1e-9
 DOC = Path(__file__).resolve().parents[2] / "docs" / "sampling.md"
-
-
-class OpenAIPenalties:
-    """OpenAI's documented formula (API reference, "Parameter details"):
-    mu[j] -> mu[j] - c[j] * alpha_frequency - float(c[j] > 0) * alpha_presence, c over the output."""
-
-    def __init__(self, presence: float, frequency: float, output_ids: torch.Tensor):
-        self.presence, self.frequency, self.output_ids = presence, frequency, output_ids
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        ones = torch.ones_like(self.output_ids, dtype=scores.dtype)
-        counts = torch.zeros_like(scores).scatter_add_(1, self.output_ids, ones)
-        return scores - counts * self.frequency - (counts > 0).to(scores.dtype) * self.presence
-
-
-def hf_processors(params: SamplingParams, output_ids: torch.Tensor, order=SPEC_ORDER) -> list:
-    """transformers' processors for the knobs that are on, in `order`. output_ids: [B, G]."""
-    make = {
-        "bias": lambda: SequenceBiasLogitsProcessor([[[i], b] for i, b in params.logit_bias.items()]),
-        "repetition": lambda: RepetitionPenaltyLogitsProcessor(params.repetition_penalty),
-        "presence_frequency": lambda: OpenAIPenalties(
-            params.presence_penalty, params.frequency_penalty, output_ids
-        ),
-        "temperature": lambda: TemperatureLogitsWarper(params.temperature),
-        "min_p": lambda: MinPLogitsWarper(params.min_p),
-        "top_k": lambda: TopKLogitsWarper(params.top_k),
-        "top_p": lambda: TopPLogitsWarper(params.top_p),
-    }
-    on = {
-        "bias": bool(params.logit_bias),
-        "repetition": params.repetition_penalty != 1,
-        "presence_frequency": params.presence_penalty != 0 or params.frequency_penalty != 0,
-        "temperature": params.temperature != 1,
-        "min_p": params.min_p > 0,
-        "top_k": params.top_k > 0,
-        "top_p": params.top_p < 1,
-    }
-    return [make[name]() for name in order if on[name]]
 
 
 def near_a_cut(name: str, scores: torch.Tensor, params: SamplingParams) -> bool:
@@ -193,3 +152,13 @@ def test_repetition_example_and_its_row_in_the_doc():
         + " |"
     )
     assert row in DOC.read_text(), row
+
+
+def test_the_chain_names_its_steps_and_refuses_others():
+    """The oracle chain builds what it is asked, in that order, and nothing it does not know."""
+    params = SamplingParams(temperature=0.5, top_k=3, min_p=0.1)
+    out = torch.zeros(1, 0, dtype=torch.long)
+    kinds = [type(p).__name__ for p in hf_processors(params, out, ("top_k", "min_p", "temperature", "top_p"))]
+    assert kinds == ["TopKLogitsWarper", "MinPLogitsWarper", "TemperatureLogitsWarper"]  # top_p 1: off
+    with pytest.raises(ValueError, match="unknown steps \\['typical'\\]"):
+        hf_processors(params, out, ("temperature", "typical"))
